@@ -1,0 +1,192 @@
+"""Fixes BasicSR 1.4.2 needs on today's PyTorch stack, applied at ``import dsmnet_arch``.
+
+BasicSR 1.4.2 (the current PyPI release) was written for torch 1.x and CUDA machines. Every
+fix it needs lives here, none in site-packages. :func:`apply` runs once, before anything
+else of this package imports ``basicsr``; each patch says which BasicSR behaviour it fixes.
+"""
+import collections
+import os
+import sys
+import types
+
+import torch
+
+_applied = False
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """``torch.load`` for checkpoints and training states that users hand us (untrusted).
+
+    Loads with ``weights_only=True``, so a file that would unpickle code is refused. Any failure
+    is re-raised as a one-line ``ValueError`` that names the file instead of a pickle traceback.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Checkpoint file not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, foreign, or pickled code: all are refused the same way
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f'Cannot load checkpoint {path}: not a readable PyTorch checkpoint '
+                         f'of tensors ({type(err).__name__}: {reason})') from None
+
+
+def _storage_device():
+    """The device BasicSR meant with ``storage.cuda(current_device)``, or the CPU without CUDA."""
+    return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+
+
+def _patch_functional_tensor():
+    # basicsr.data.degradations imports torchvision.transforms.functional_tensor (removed in torchvision 0.17).
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401  (old torchvision still has it)
+    except ImportError:
+        from torchvision.transforms import _functional_tensor
+        shim = types.ModuleType(name)
+        shim.__dict__.update({k: v for k, v in vars(_functional_tensor).items() if not k.startswith('__')})
+        sys.modules[name] = shim
+
+
+def _patch_torch_load_globals():
+    # BasicSR's training states hold MultiStepLR milestones as collections.Counter, which
+    # torch.load(weights_only=True) (the default since torch 2.6) refuses unless allow-listed.
+    torch.serialization.add_safe_globals([collections.Counter])
+
+
+def _patch_resume_state():
+    # basicsr.train.load_resume_state maps the state with storage.cuda(): fails without a GPU,
+    # and unpickles with torch's defaults. Load onto the current device (CPU if none), weights only.
+    import basicsr.train
+    from basicsr.utils import check_resume
+
+    original = basicsr.train.load_resume_state
+
+    def load_resume_state(opt):
+        path = _resume_state_path(opt)
+        if path is None:
+            return None
+        opt['path']['resume_state'] = path
+        state = load_checkpoint(path, map_location=_storage_device())
+        if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
+            raise ValueError(f'Cannot resume from {path}: not a BasicSR training state '
+                             '(expected the keys "iter", "epoch", "optimizers", "schedulers")')
+        check_resume(opt, state['iter'])
+        return state
+
+    load_resume_state.__wrapped__ = original
+    basicsr.train.load_resume_state = load_resume_state
+
+
+def _resume_state_path(opt):
+    """BasicSR's choice of state file: the newest ``*.state`` with ``--auto_resume``, else the option."""
+    if opt['auto_resume']:
+        state_dir = os.path.join(opt.get('root_path', '.'), 'experiments', opt['name'], 'training_states')
+        if os.path.isdir(state_dir):
+            iters = [int(f[:-len('.state')]) for f in os.listdir(state_dir) if f[:-len('.state')].isdigit()
+                     and f.endswith('.state')]
+            if iters:
+                return os.path.join(state_dir, f'{max(iters)}.state')
+        return None
+    return opt['path'].get('resume_state')
+
+
+def _patch_load_network():
+    # BaseModel.load_network unpickles a user-given file with torch's defaults and fails with a
+    # KeyError or a pickle traceback on a foreign file. Load weights-only, name the file on error.
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import get_root_logger
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        net = self.get_bare_model(net)
+        checkpoint = load_checkpoint(load_path, map_location='cpu')
+        state_dict = checkpoint
+        if isinstance(checkpoint, dict) and param_key is not None:
+            if param_key not in checkpoint and 'params' in checkpoint:
+                param_key = 'params'  # BasicSR's fallback: params_ema requested, only params saved
+            state_dict = checkpoint.get(param_key, checkpoint)
+        if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+            raise ValueError(f'Cannot load network weights from {load_path}: expected a state dict of '
+                             f'tensors (optionally under the key "{param_key}")')
+        state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+        get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, '
+                               f'with param key: [{param_key}].')
+        self._print_different_keys_loading(net, state_dict, strict)
+        try:
+            net.load_state_dict(state_dict, strict=strict)
+        except RuntimeError as err:
+            raise ValueError(f'Weights in {load_path} do not fit {net.__class__.__name__}: '
+                             f'{str(err).splitlines()[0]}') from None
+
+    BaseModel.load_network = load_network
+
+
+def _patch_ddp():
+    # BaseModel.model_to_device wraps DDP with device_ids=[torch.cuda.current_device()]: fails
+    # on CPU (gloo) processes. CPU modules take device_ids=None.
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+    from basicsr.models.base_model import BaseModel
+
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    BaseModel.model_to_device = model_to_device
+
+
+def _patch_dist_init():
+    # dist_util._init_dist_pytorch/_slurm call torch.cuda.set_device(rank % device_count): a
+    # ZeroDivisionError without GPUs, and the global rank (not LOCAL_RANK) on multi-node runs.
+    # Without CUDA, use the gloo backend and no device.
+    import subprocess
+    import torch.distributed as dist
+    from basicsr.utils import dist_util
+
+    def init(backend, local_rank):
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        else:
+            backend = 'gloo'
+        dist.init_process_group(backend=backend)
+
+    def _init_dist_pytorch(backend, **kwargs):
+        init(backend, int(os.environ.get('LOCAL_RANK', os.environ['RANK'])))
+
+    def _init_dist_slurm(backend, port=None):
+        proc_id, ntasks = int(os.environ['SLURM_PROCID']), int(os.environ['SLURM_NTASKS'])
+        node_list = os.environ['SLURM_NODELIST']
+        local_rank = int(os.environ.get('SLURM_LOCALID', proc_id % max(torch.cuda.device_count(), 1)))
+        if port is not None:
+            os.environ['MASTER_PORT'] = str(port)
+        os.environ.setdefault('MASTER_PORT', '29500')
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ.update(WORLD_SIZE=str(ntasks), RANK=str(proc_id), LOCAL_RANK=str(local_rank))
+        init(backend, local_rank)
+
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+    dist_util._init_dist_slurm = _init_dist_slurm
+
+
+def apply():
+    """Apply every fix once; safe to call again."""
+    global _applied
+    if _applied:
+        return
+    _patch_functional_tensor()
+    _patch_torch_load_globals()
+    _patch_resume_state()
+    _patch_load_network()
+    _patch_ddp()
+    _patch_dist_init()
+    _applied = True
+
+
+apply()
