@@ -1,0 +1,107 @@
+"""Shared fixtures: small generated paired data and BasicSR options for end-to-end runs."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_pairs(folder, count, size=32, seed=0, prefix='img'):
+    """Write ``count`` PNG pairs to ``folder/{input,target}`` with the same names on both sides.
+
+    The target is a smooth random image; the input adds bright diagonal streaks to it, so a
+    network can learn to remove them in a few steps.
+    """
+    rng = np.random.default_rng(seed)
+    for sub in ('input', 'target'):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(count):
+        base = rng.uniform(0.2, 0.7, (1, 1, 3)) + 0.1 * np.sin((xx + yy * rng.uniform(0.5, 2))[..., None] / 5)
+        streaks = ((xx + 2 * yy + i) % 7 == 0)[..., None] * 0.3
+        clean = np.clip(base, 0, 1)
+        rainy = np.clip(clean + streaks, 0, 1)
+        name = f'{prefix}{i:03d}.png'
+        cv2.imwrite(os.path.join(folder, 'target', name), (clean * 255).round().astype(np.uint8))
+        cv2.imwrite(os.path.join(folder, 'input', name), (rainy * 255).round().astype(np.uint8))
+    return folder
+
+
+def small_network(**overrides):
+    """A DSMNet small enough to train for a few iterations in seconds on a CPU."""
+    net = dict(type='DSMNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=2, num_subspaces=4)
+    net.update(overrides)
+    return net
+
+
+def paired_dataset(name, root, phase):
+    opt = dict(name=name, type='PairedImageDataset', dataroot_gt=os.path.join(root, 'target'),
+               dataroot_lq=os.path.join(root, 'input'), filename_tmpl='{}', io_backend=dict(type='disk'))
+    if phase == 'train':
+        opt.update(gt_size=16, use_hflip=True, use_rot=False, num_worker_per_gpu=0, batch_size_per_gpu=2,
+                   dataset_enlarge_ratio=1, prefetch_mode=None)
+    return opt
+
+
+METRICS = {
+    'psnr_y': dict(type='calculate_psnr', crop_border=0, test_y_channel=True),
+    'ssim_rgb': dict(type='calculate_ssim', crop_border=0, test_y_channel=False),
+}
+
+
+def train_options(data_root, name='cycle', total_iter=4, num_gpu=0, **train_overrides):
+    """Options for a tiny DerainModel run on the pairs under ``data_root/{train,val}``."""
+    train = dict(optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.999]),
+                 scheduler=dict(type='MultiStepLR', milestones=[total_iter // 2], gamma=0.5),
+                 total_iter=total_iter, warmup_iter=-1,
+                 pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2))
+    train.update(train_overrides)
+    return dict(
+        name=name, model_type='DerainModel', scale=1, num_gpu=num_gpu, manual_seed=10,
+        datasets=dict(train=paired_dataset('toy_train', os.path.join(data_root, 'train'), 'train'),
+                      val=paired_dataset('toy_val', os.path.join(data_root, 'val'), 'val')),
+        network_g=small_network(),
+        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
+        train=train,
+        val=dict(val_freq=2, save_img=False, metrics=METRICS),
+        logger=dict(print_freq=1, save_checkpoint_freq=2, use_tb_logger=True, wandb=dict(project=None)),
+        dist_params=dict(backend='nccl', port=29500),
+    )
+
+
+def eval_options(data_root, weights, name='cycle_test', num_gpu=0):
+    return dict(
+        name=name, model_type='DerainModel', scale=1, num_gpu=num_gpu, manual_seed=10,
+        datasets=dict(test_1=paired_dataset('toy_test', os.path.join(data_root, 'val'), 'test')),
+        network_g=small_network(),
+        path=dict(pretrain_network_g=weights, strict_load_g=True, param_key_g='params'),
+        val=dict(save_img=True, suffix=None, metrics=METRICS),
+    )
+
+
+def write_yaml(path, opt):
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
+
+
+def run_entry(args, cwd, env=None, timeout=600):
+    """Run ``python <args>`` in ``cwd`` and return the completed process (output captured)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    """Four 32x32 training pairs and two validation pairs."""
+    root = tmp_path / 'toy'
+    write_pairs(str(root / 'train'), 4, seed=1)
+    write_pairs(str(root / 'val'), 2, seed=2, prefix='val')
+    return str(root)
