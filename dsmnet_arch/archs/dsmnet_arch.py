@@ -1,0 +1,312 @@
+"""DSM-Net: Deep Scale-space Mining Network for single-image deraining (Li et al., CVPRW 2022).
+
+The network estimates the rain layer R of a rainy image I = B + R and returns B = I - R. The
+paper gives the equations of the MAB and names the parts of the network; what it leaves open is
+our reconstruction, described in the project's DSM-Net specification and exposed as constructor
+arguments of :class:`DSMNet`. Equation numbers in the comments are the paper's.
+
+Layout (``num_levels`` = L scale levels, node M(i, j) = MAB at level i, column j, i + j <= L - 1)::
+
+    level 0:  S0 -> M(0,0) -> M(0,1) -> M(0,2) -> M(0,3) -> head -> R,  B = I - R
+                      |  /      |  /      |  /
+    level 1:  S1 -> M(1,0) -> M(1,1) -> M(1,2)          (| across-down, / across-up,
+                      |  /      |  /                     -> dense fusion of the same level)
+    level 2:  S2 -> M(2,0) -> M(2,1)
+                      |  /
+    level 3:  S3 -> M(3,0)
+
+State-dict keys and constructor arguments (``params`` of a BasicSR checkpoint):
+
+- ``conv_first.weight`` is (num_feat, num_in_ch, 3, 3); ``conv_last.weight`` is (num_out_ch, num_feat, 3, 3).
+- ``mab.{i}_{j}.*`` is node M(i, j): num_levels is the number of ``mab.0_{j}`` nodes. Nodes at
+  levels i >= 1 exist only with across_up (without it they cannot reach the head and are not built).
+- ``down.{i}.*`` (the across-down fusion into M(i, 0)) exists only with across_down and across_up.
+- ``fuse.{i}_{j}.conv.weight`` is (C, n * C, 1, 1) for the n features fused into M(i, j), j >= 1:
+  n = (j if dense_fusion else 1) + (1 if across_up else 0).
+- ``mab.0_0.conv_a.k{k}.weight`` exists for each k in kernel_sizes; its kernel is k x k, or 3 x 3
+  (1 x 1 for k = 1) when dilated.
+- Every CADB (``*.cadb.*`` and ``head.cadb.*``) holds ``ca.*`` / ``sp.*`` / ``sa.*`` for the
+  attention branches it uses: ``ca.mlp.0.weight`` is (num_feat // reduction, num_feat, 1, 1) and
+  ``sa.pw.weight`` is (num_subspaces, num_feat // num_subspaces, 1, 1).
+"""
+import torch
+from torch import nn as nn
+from torch.nn import functional as F
+
+from basicsr.utils.registry import ARCH_REGISTRY
+
+ATTENTIONS = ('ca', 'sp', 'sa', 'ca+sp', 'sp+sa', 'ca+sa')
+
+# Paper Table 5. M1 (no connection) and M5 (all three) are the paper's; M2-M4 are our CHOICE:
+# M1 -> M2 -> M3 -> M5 add dense fusion, across-up, across-down one at a time, and M4 is M5
+# without dense fusion. Across-down alone would change nothing: without across-up the coarser
+# levels do not reach the head.
+MAB_VARIANTS = {
+    'M1': dict(across_down=False, across_up=False, dense_fusion=False),
+    'M2': dict(across_down=False, across_up=False, dense_fusion=True),
+    'M3': dict(across_down=False, across_up=True, dense_fusion=True),
+    'M4': dict(across_down=True, across_up=True, dense_fusion=False),
+    'M5': dict(across_down=True, across_up=True, dense_fusion=True),
+}
+
+
+def _act(x):
+    return F.leaky_relu(x, 0.2)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: X * sigmoid(MLP(GAP(X)) + MLP(GMP(X))), one shared MLP.
+
+    Args:
+        num_feat (int): Channel number C.
+        reduction (int): The MLP is C -> C / reduction -> C.
+    """
+
+    def __init__(self, num_feat, reduction):
+        super().__init__()
+        if reduction < 1 or num_feat % reduction:
+            raise ValueError(f'reduction must be a positive divisor of num_feat={num_feat}, got {reduction}')
+        hidden = num_feat // reduction
+        self.mlp = nn.Sequential(nn.Conv2d(num_feat, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, num_feat, 1))
+
+    def forward(self, x):
+        gate = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
+        return x * torch.sigmoid(gate)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial gate: X * sigmoid(Conv7x7(Cat[channel max, channel mean])).
+
+    Args:
+        num_feat (int): Channel number C (unused by the layers; kept for a uniform signature).
+    """
+
+    def __init__(self, num_feat):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, x):
+        stats = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
+        return x * torch.sigmoid(self.conv(stats))
+
+
+class SubspaceAttention(nn.Module):
+    """ULSAM subspace attention, all subspaces in one pass with grouped convolutions.
+
+    Per subspace g (C / n channels): depthwise 1x1 -> BN -> ReLU -> MaxPool3x3 -> 1x1 (C / n -> 1)
+    -> BN -> ReLU -> softmax over all positions = map a_g; output x_g * a_g + x_g.
+
+    Args:
+        num_feat (int): Channel number C.
+        num_subspaces (int): Number n of subspaces; must divide C.
+    """
+
+    def __init__(self, num_feat, num_subspaces):
+        super().__init__()
+        if num_subspaces < 1 or num_feat % num_subspaces:
+            raise ValueError(f'num_subspaces must be a positive divisor of num_feat={num_feat}, '
+                             f'got {num_subspaces}')
+        self.num_subspaces = num_subspaces
+        self.dw = nn.Conv2d(num_feat, num_feat, 1, groups=num_feat, bias=False)  # BN follows: no bias
+        self.bn_dw = nn.BatchNorm2d(num_feat)
+        self.pw = nn.Conv2d(num_feat, num_subspaces, 1, groups=num_subspaces, bias=False)
+        self.bn_pw = nn.BatchNorm2d(num_subspaces)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        n = self.num_subspaces
+        a = F.relu(self.bn_dw(self.dw(x)))
+        a = F.max_pool2d(a, 3, stride=1, padding=1)
+        a = F.relu(self.bn_pw(self.pw(a)))  # (b, n, h, w): one map per subspace
+        a = a.reshape(b, n, 1, h * w).softmax(-1)
+        x = x.reshape(b, n, c // n, h * w)
+        return (x * a + x).reshape(b, c, h, w)
+
+
+class CADB(nn.Module):
+    """Concurrent Attention Distillation Block: CADB(X) = Conv1x1(Cat[branches(X)]) + X.
+
+    Args:
+        num_feat (int): Channel number C.
+        attention (str): The concurrent branches, one of ``ATTENTIONS``: ``ca`` channel attention,
+            ``sp`` spatial attention, ``sa`` subspace attention (paper: ``ca+sa``).
+        num_subspaces (int): Subspaces of the ``sa`` branch.
+        reduction (int): MLP reduction of the ``ca`` branch.
+    """
+
+    def __init__(self, num_feat, attention, num_subspaces, reduction):
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f'attention must be one of {", ".join(ATTENTIONS)}; got {attention!r}')
+        names = attention.split('+')
+        if 'ca' in names:
+            self.ca = ChannelAttention(num_feat, reduction)
+        if 'sp' in names:
+            self.sp = SpatialAttention(num_feat)
+        if 'sa' in names:
+            self.sa = SubspaceAttention(num_feat, num_subspaces)
+        self.branches = names
+        self.conv = nn.Conv2d(len(names) * num_feat, num_feat, 1)
+
+    def forward(self, x):
+        return self.conv(torch.cat([getattr(self, name)(x) for name in self.branches], 1)) + x
+
+
+def _conv_k(num_feat, k, dilated):
+    """The k x k convolution of the MAB, or a 3x3 one with dilation (k - 1) / 2 when dilated."""
+    if dilated and k > 1:
+        dilation = (k - 1) // 2
+        return nn.Conv2d(num_feat, num_feat, 3, padding=dilation, dilation=dilation)
+    return nn.Conv2d(num_feat, num_feat, k, padding=k // 2)
+
+
+class MAB(nn.Module):
+    """Multi-scale Attention Block (paper eq. 2-11).
+
+    Args:
+        num_feat (int): Channel number C.
+        kernel_sizes (tuple[int]): The parallel kernel sizes k (odd, distinct).
+        dilated (bool): Use 3x3 kernels with dilation (k - 1) / 2 instead of k x k.
+        attention, num_subspaces, reduction: Passed to the :class:`CADB`.
+    """
+
+    def __init__(self, num_feat, kernel_sizes, dilated, attention, num_subspaces, reduction):
+        super().__init__()
+        kernel_sizes = tuple(kernel_sizes)
+        if not kernel_sizes or len(set(kernel_sizes)) != len(kernel_sizes) or any(
+                not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f'kernel_sizes must be distinct odd positive integers, e.g. (1, 3, 5); got {kernel_sizes}')
+        # one Conv_k per kernel size and stage; keys k1, k3, k5 keep the kernel sizes in the state dict
+        for stage in ('conv_a', 'conv_b', 'conv_c'):
+            setattr(self, stage, nn.ModuleDict({f'k{k}': _conv_k(num_feat, k, dilated) for k in kernel_sizes}))
+        self.conv_cat = nn.Conv2d(len(kernel_sizes) * num_feat, num_feat, 1)
+        self.conv_fuse = nn.Conv2d(num_feat, num_feat, 3, padding=1)
+        self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
+
+    def forward(self, x):
+        f_a = [_act(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
+        s_a = sum(f_a)
+        f_b = [_act(conv(s_a)) for conv in self.conv_b.values()]  # eq. 5-7
+        s_b = sum(f_b)
+        f_c = [_act(conv(s_b + a)) + a for conv, a in zip(self.conv_c.values(), f_a)]  # eq. 8-10
+        return self.cadb(self.conv_fuse(self.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11
+
+
+class FusionBlock(nn.Module):
+    """Cross-layer fusion: CADB(LeakyReLU(Conv1x1(Cat[features]))), n * C -> C.
+
+    Args:
+        num_inputs (int): Number n of fused features.
+        num_feat (int): Channel number C.
+        attention, num_subspaces, reduction: Passed to the :class:`CADB`.
+    """
+
+    def __init__(self, num_inputs, num_feat, attention, num_subspaces, reduction):
+        super().__init__()
+        self.conv = nn.Conv2d(num_inputs * num_feat, num_feat, 1)
+        self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
+
+    def forward(self, feats):
+        return self.cadb(_act(self.conv(torch.cat(feats, 1))))
+
+
+@ARCH_REGISTRY.register()
+class DSMNet(nn.Module):
+    """DSM-Net: a triangle of MABs over an average-pooled scale space; returns B = I - R.
+
+    Args:
+        num_in_ch (int): Channels of the input image. Default: 3.
+        num_out_ch (int): Channels of the output; must equal num_in_ch (B = I - R). Default: 3.
+        num_feat (int): Channel number C of all features. Default: 32.
+        num_levels (int): Scale levels L >= 1; the triangle has L (L + 1) / 2 MABs. Default: 4.
+        kernel_sizes (tuple[int]): Parallel kernel sizes of every MAB. Default: (1, 3, 5).
+        dilated (bool): 3x3 kernels with dilation (k - 1) / 2 instead of k x k. Default: False.
+        attention (str): CADB branches: 'ca+sa' (paper), or 'ca', 'sp', 'sa', 'ca+sp', 'sp+sa'
+            (paper Table 3). Default: 'ca+sa'.
+        num_subspaces (int): ULSAM subspaces, a divisor of num_feat (paper Table 4: 4, 8, 16).
+            Default: 8.
+        reduction (int): Channel-attention MLP reduction, a divisor of num_feat. Default: 4.
+        across_down (bool): M(i, 0) also fuses the pooled M(i - 1, 0). Default: True.
+        across_up (bool): M(i, j) also fuses the upsampled M(i + 1, j - 1). Default: True.
+        dense_fusion (bool): M(i, j) fuses all earlier nodes of its level, not only M(i, j - 1).
+            Default: True. The paper's Table 5 variants are ``MAB_VARIANTS`` (M5 = default).
+    """
+
+    def __init__(self,
+                 num_in_ch=3,
+                 num_out_ch=3,
+                 num_feat=32,
+                 num_levels=4,
+                 kernel_sizes=(1, 3, 5),
+                 dilated=False,
+                 attention='ca+sa',
+                 num_subspaces=8,
+                 reduction=4,
+                 across_down=True,
+                 across_up=True,
+                 dense_fusion=True):
+        super().__init__()
+        if not isinstance(num_levels, int) or num_levels < 1:
+            raise ValueError(f'num_levels must be an integer >= 1, got {num_levels!r}')
+        if num_out_ch != num_in_ch:
+            raise ValueError(f'num_out_ch must equal num_in_ch={num_in_ch} (the output is I - R), got {num_out_ch}')
+        self.num_levels = num_levels
+        self.attention = attention
+        self.across_down = across_down
+        self.across_up = across_up
+        self.dense_fusion = dense_fusion
+        attn = dict(attention=attention, num_subspaces=num_subspaces, reduction=reduction)
+
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
+        # nodes (i, j) in computing order: column by column, so M(i + 1, j - 1) exists before M(i, j)
+        levels = num_levels if across_up else 1
+        self.nodes = [(i, j) for j in range(num_levels) for i in range(min(levels, num_levels - j))]
+        self.mab = nn.ModuleDict({f'{i}_{j}': MAB(num_feat, kernel_sizes, dilated, **attn) for i, j in self.nodes})
+        self.down = nn.ModuleDict({
+            f'{i}': FusionBlock(2, num_feat, **attn)
+            for i, j in self.nodes if across_down and i > 0 and j == 0
+        })
+        self.fuse = nn.ModuleDict({
+            f'{i}_{j}': FusionBlock(len(self._same_level(i, j)) + int(across_up), num_feat, **attn)
+            for i, j in self.nodes if j > 0
+        })
+        self.head = FusionBlock(num_levels, num_feat, **attn)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)
+
+    def _same_level(self, i, j):
+        """Columns of the level-i nodes fused into M(i, j): all earlier ones, or the newest."""
+        return list(range(j)) if self.dense_fusion else [j - 1]
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        multiple = 2**(self.num_levels - 1)
+        if min(h, w) < multiple // 2 + 1:  # reflect padding must be smaller than the image
+            raise ValueError(f'DSMNet with num_levels={self.num_levels} needs images of at least '
+                             f'{multiple // 2 + 1} x {multiple // 2 + 1} pixels, got {h} x {w}')
+        x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode='reflect')
+        coarsest = x.shape[0] * (x.shape[-2] // multiple) * (x.shape[-1] // multiple)
+        if self.training and coarsest == 1 and 'sa' in self.attention.split('+'):
+            raise ValueError(f'DSMNet in train mode needs more than one value per channel for the BatchNorm of '
+                             f'the subspace attention at the coarsest level: batch 1 of {h} x {w} gives 1 x 1 at '
+                             f'level {self.num_levels - 1}; use batch >= 2 or patches over {multiple} pixels')
+
+        scales = [_act(self.conv_first(x))]  # scale space S_0 .. S_(L-1)
+        for _ in range(1, self.num_levels):
+            scales.append(F.avg_pool2d(scales[-1], 2))
+
+        out = {}
+        for i, j in self.nodes:
+            if j == 0:
+                feat = scales[i]
+                if self.across_down and i > 0:
+                    feat = self.down[f'{i}']([F.avg_pool2d(out[i - 1, 0], 2), feat])
+            else:
+                feats = [out[i, c] for c in self._same_level(i, j)]
+                if self.across_up:
+                    size = out[i, 0].shape[-2:]
+                    feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
+                feat = self.fuse[f'{i}_{j}'](feats)
+            out[i, j] = self.mab[f'{i}_{j}'](feat)
+
+        rain = self.conv_last(self.head([out[0, j] for j in range(self.num_levels)]))
+        return (x - rain)[..., :h, :w]  # B = I - R
