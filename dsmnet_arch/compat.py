@@ -57,12 +57,13 @@ def _patch_torch_load_globals():
 
 
 def _patch_resume_state():
-    # basicsr.train.load_resume_state maps the state with storage.cuda(): fails without a GPU,
-    # and unpickles with torch's defaults. Load onto the current device (CPU if none), weights only.
+    # basicsr.train.load_resume_state maps the state with storage.cuda() (fails without a GPU),
+    # unpickles with torch's defaults, and resolves the experiment folder against the current
+    # directory, so an explicit resume_state from elsewhere finds no models and no folders.
+    # Load onto the current device (CPU if none), weights only, and continue writing into the
+    # experiment folder that holds the state file.
     import basicsr.train
     from basicsr.utils import check_resume
-
-    original = basicsr.train.load_resume_state
 
     def load_resume_state(opt):
         path = _resume_state_path(opt)
@@ -70,13 +71,16 @@ def _patch_resume_state():
             return None
         opt['path']['resume_state'] = path
         state = load_checkpoint(path, map_location=_storage_device())
-        if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
+        if not isinstance(state, dict) or not {'epoch', 'iter', 'optimizers', 'schedulers'} <= set(state):
             raise ValueError(f'Cannot resume from {path}: not a BasicSR training state '
-                             '(expected the keys "iter", "epoch", "optimizers", "schedulers")')
+                             '(expected the keys "epoch", "iter", "optimizers", "schedulers")')
+        experiment = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        opt['path'].update(experiments_root=experiment, log=experiment, models=os.path.join(experiment, 'models'),
+                           training_states=os.path.dirname(os.path.abspath(path)),
+                           visualization=os.path.join(experiment, 'visualization'))
         check_resume(opt, state['iter'])
         return state
 
-    load_resume_state.__wrapped__ = original
     basicsr.train.load_resume_state = load_resume_state
 
 
@@ -85,8 +89,8 @@ def _resume_state_path(opt):
     if opt['auto_resume']:
         state_dir = os.path.join(opt.get('root_path', '.'), 'experiments', opt['name'], 'training_states')
         if os.path.isdir(state_dir):
-            iters = [int(f[:-len('.state')]) for f in os.listdir(state_dir) if f[:-len('.state')].isdigit()
-                     and f.endswith('.state')]
+            stems = (os.path.splitext(f) for f in os.listdir(state_dir))
+            iters = [int(stem) for stem, ext in stems if ext == '.state' and stem.isdigit()]
             if iters:
                 return os.path.join(state_dir, f'{max(iters)}.state')
         return None

@@ -1,7 +1,8 @@
 """Train with BasicSR's trainer: ``python dsmnet_arch/train.py -opt options/train_DSMNet_Rain100H.yml``.
 
 Takes every flag of ``basicsr/train.py`` (``--launcher``, ``--auto_resume``, ``--debug``,
-``--force_yml``). Outputs go to ``experiments/`` and ``tb_logger/`` under the current directory.
+``--force_yml``). Options and data are checked first (``dsmnet_arch.checks``).
+Outputs go to ``experiments/`` and ``tb_logger/`` under the current directory.
 """
 import os
 import sys
@@ -10,11 +11,13 @@ if __package__ in (None, ''):  # run as a file: import the package from this che
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import dsmnet_arch  # noqa: E402,F401  (BasicSR fixes, registers DSMNet)
-from basicsr.train import train_pipeline  # noqa: E402
+import basicsr.train  # noqa: E402
+
+from dsmnet_arch.checks import run_pipeline  # noqa: E402
 
 
 def main():
-    train_pipeline(os.getcwd())
+    run_pipeline(basicsr.train)
 
 
 if __name__ == '__main__':
