@@ -52,7 +52,7 @@ def main(argv=None):
     print('|---|---:|---:|')
     for name, overrides in variants():
         params, macs = complexity(args.size, num_feat=args.num_feat, **overrides)
-        print(f'| {name} | {params:,} | {macs / 1e9:.2f} |')
+        print(f'| {name} | {params:,} | {macs / 1e9:.3f} |')
 
 
 if __name__ == '__main__':
