@@ -101,16 +101,16 @@ def _check_types(opt):
         _get_registered(DATASET_REGISTRY, 'dataset', dataset_opt.get('type'), f'datasets:{phase}:type')
 
 
-def _image_size(path):
+def _image_size(path, key):
     """(width, height) read from the file's header; OptionsError naming the file if it is no image."""
     if os.path.getsize(path) == 0:
-        raise OptionsError(f'Empty image file: {path}')
+        raise OptionsError(f'Option {key}: Empty image file: {path}')
     try:
         with Image.open(path) as img:
             size = img.size
             img.verify()
     except Exception as err:
-        raise OptionsError(f'Unreadable image file: {path} ({type(err).__name__}: {err})') from None
+        raise OptionsError(f'Option {key}: Unreadable image file: {path} ({type(err).__name__}: {err})') from None
     return size
 
 
@@ -175,19 +175,19 @@ def _pair_sizes(dataset_opt, phase, scale):
         lq, gt = set(lq_names), set(gt_names)
     missing = sorted(g for g, q in lq_of.items() if q not in lq)
     if missing:
-        raise OptionsError(f'Option {key}: {len(missing)} target(s) in {gt_root} have no input in {lq_root} '
-                           f'(filename_tmpl {tmpl!r}), e.g. {missing[0]} -> {lq_of[missing[0]]}')
+        raise OptionsError(f'Option {key}: {len(missing)} target(s) have no input (filename_tmpl {tmpl!r}), '
+                           f'e.g. {os.path.join(gt_root, missing[0])} has no {os.path.join(lq_root, lq_of[missing[0]])}')
     unused = sorted(set(lq) - set(lq_of.values()))
     if unused and not dataset_opt.get('meta_info_file'):
-        raise OptionsError(f'Option {key}: {len(unused)} input(s) in {lq_root} have no target in {gt_root}, '
-                           f'e.g. {unused[0]}')
+        raise OptionsError(f'Option {key}: {len(unused)} input(s) have no target in {gt_root}, '
+                           f'e.g. {os.path.join(lq_root, unused[0])}')
     sizes = {}
     for g, q in lq_of.items():
         if lmdb:
             lq_size, gt_size = lq[q], gt[g]
         else:
-            lq_size = _image_size(os.path.join(lq_root, q))
-            gt_size = _image_size(os.path.join(gt_root, g))
+            lq_size = _image_size(os.path.join(lq_root, q), f'{key}:dataroot_lq')
+            gt_size = _image_size(os.path.join(gt_root, g), f'{key}:dataroot_gt')
         if (lq_size[0] * scale, lq_size[1] * scale) != gt_size:
             raise OptionsError(f'Option {key}: pair sizes differ: input {os.path.join(lq_root, q)} is '
                                f'{lq_size[0]}x{lq_size[1]}, target {os.path.join(gt_root, g)} is '
@@ -196,7 +196,7 @@ def _pair_sizes(dataset_opt, phase, scale):
     return sizes
 
 
-def _check_datasets(opt):
+def _check_datasets(opt, warnings):
     datasets = opt.get('datasets')
     if not datasets:
         raise OptionsError('Option datasets is missing or empty')
@@ -204,7 +204,7 @@ def _check_datasets(opt):
         if dataset_opt.get('type') not in CHECKED_DATASETS:
             continue
         if opt.get('model_type') in CHECKED_MODELS:
-            _check_keys(dataset_opt, f'datasets:{phase}:', KNOWN_KEYS['dataset'], opt['_warnings'])
+            _check_keys(dataset_opt, f'datasets:{phase}:', KNOWN_KEYS['dataset'], warnings)
         sizes = _pair_sizes(dataset_opt, phase, opt.get('scale', 1))
         gt_size = dataset_opt.get('gt_size')
         if phase.split('_')[0] == 'train' and gt_size:
@@ -214,19 +214,28 @@ def _check_datasets(opt):
                                    f'({w}x{h}); lower gt_size or remove images smaller than it')
 
 
+def _check_weights(opt):
+    """Pretrained weights are loaded after BasicSR made the experiment folders: check them first."""
+    from dsmnet_arch.compat import load_checkpoint, state_dict_from_checkpoint
+
+    paths = opt.get('path') or {}
+    for key, path in paths.items():
+        if key.startswith('pretrain_network_') and path:
+            param_key = paths.get(key.replace('pretrain_network_', 'param_key_'), 'params')
+            state_dict_from_checkpoint(load_checkpoint(path), path, param_key)
+
+
 def check_options(opt):
     """Check a parsed options dict; return warnings, raise :class:`OptionsError` on errors."""
-    opt['_warnings'] = warnings = []
-    try:
-        if opt.get('model_type') in CHECKED_MODELS:
-            _check_keys(opt, '', KNOWN_KEYS[''], warnings)
-            for section in ('train', 'val', 'logger', 'path'):
-                if isinstance(opt.get(section), dict):
-                    _check_keys(opt[section], f'{section}:', KNOWN_KEYS[section], warnings)
-        _check_types(opt)
-        _check_datasets(opt)
-    finally:
-        del opt['_warnings']
+    warnings = []
+    if opt.get('model_type') in CHECKED_MODELS:
+        _check_keys(opt, '', KNOWN_KEYS[''], warnings)
+        for section in ('train', 'val', 'logger', 'path'):
+            if isinstance(opt.get(section), dict):
+                _check_keys(opt[section], f'{section}:', KNOWN_KEYS[section], warnings)
+    _check_types(opt)
+    _check_datasets(opt, warnings)
+    _check_weights(opt)
     return warnings
 
 

@@ -31,6 +31,25 @@ def load_checkpoint(path, map_location='cpu'):
                          f'of tensors ({type(err).__name__}: {reason})') from None
 
 
+def state_dict_from_checkpoint(checkpoint, path, param_key='params'):
+    """The network weights inside a loaded checkpoint, and the key they were found under.
+
+    Takes BasicSR's ``{param_key: state_dict}`` files (falling back from ``params_ema`` to
+    ``params`` as BasicSR does) and bare state dicts; anything else is a ``ValueError`` naming
+    ``path``.
+    """
+    state_dict = checkpoint
+    if isinstance(checkpoint, dict) and param_key is not None:
+        if param_key not in checkpoint and 'params' in checkpoint:
+            param_key = 'params'  # BasicSR's fallback: params_ema asked for, only params saved
+        state_dict = checkpoint.get(param_key, checkpoint)
+    if not isinstance(state_dict, dict) or not state_dict or not all(
+            torch.is_tensor(v) for v in state_dict.values()):
+        raise ValueError(f'Cannot load network weights from {path}: expected a state dict of tensors '
+                         f'(optionally under the key "{param_key}")')
+    return state_dict, param_key
+
+
 def _storage_device():
     """The device BasicSR meant with ``storage.cuda(current_device)``, or the CPU without CUDA."""
     return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
@@ -105,15 +124,7 @@ def _patch_load_network():
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
         net = self.get_bare_model(net)
-        checkpoint = load_checkpoint(load_path, map_location='cpu')
-        state_dict = checkpoint
-        if isinstance(checkpoint, dict) and param_key is not None:
-            if param_key not in checkpoint and 'params' in checkpoint:
-                param_key = 'params'  # BasicSR's fallback: params_ema requested, only params saved
-            state_dict = checkpoint.get(param_key, checkpoint)
-        if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
-            raise ValueError(f'Cannot load network weights from {load_path}: expected a state dict of '
-                             f'tensors (optionally under the key "{param_key}")')
+        state_dict, param_key = state_dict_from_checkpoint(load_checkpoint(load_path), load_path, param_key)
         state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
         get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, '
                                f'with param key: [{param_key}].')

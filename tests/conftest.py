@@ -1,4 +1,5 @@
 """Shared fixtures: small generated paired data and BasicSR options for end-to-end runs."""
+import copy
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+
+import dsmnet_arch  # noqa: F401  (BasicSR fixes must run before any test imports basicsr)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +71,7 @@ def train_options(data_root, name='cycle', total_iter=4, num_gpu=0, **train_over
         network_g=small_network(),
         path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
         train=train,
-        val=dict(val_freq=2, save_img=False, metrics=METRICS),
+        val=dict(val_freq=2, save_img=False, metrics=copy.deepcopy(METRICS)),
         logger=dict(print_freq=1, save_checkpoint_freq=2, use_tb_logger=True, wandb=dict(project=None)),
         dist_params=dict(backend='nccl', port=29500),
     )
@@ -80,7 +83,7 @@ def eval_options(data_root, weights, name='cycle_test', num_gpu=0):
         datasets=dict(test_1=paired_dataset('toy_test', os.path.join(data_root, 'val'), 'test')),
         network_g=small_network(),
         path=dict(pretrain_network_g=weights, strict_load_g=True, param_key_g='params'),
-        val=dict(save_img=True, suffix=None, metrics=METRICS),
+        val=dict(save_img=True, suffix=None, metrics=copy.deepcopy(METRICS)),
     )
 
 

@@ -41,6 +41,8 @@ class DerainModel(SRModel):
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
+        if self.nonfinite_loss == 'skip':  # a skipped batch must not leave its BatchNorm statistics behind
+            buffers = [b.clone() for b in self.net_g.buffers()]
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             self.output = self.net_g(self.lq)
         output = self.output.float()
@@ -69,6 +71,8 @@ class DerainModel(SRModel):
                                          'Set train:nonfinite_loss: skip to drop such batches instead.')
             get_root_logger().warning(f'{message}; batch skipped (train:nonfinite_loss: skip).')
             self.optimizer_g.zero_grad(set_to_none=True)
+            for live, saved in zip(self.net_g.buffers(), buffers):
+                live.copy_(saved)
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def _loss_is_finite(self, loss):
