@@ -25,8 +25,9 @@ def atomic_torch_save(obj, path):
 
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with open(tmp_path, 'wb') as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
