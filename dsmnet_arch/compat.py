@@ -157,6 +157,23 @@ def _patch_ddp():
     BaseModel.model_to_device = model_to_device
 
 
+def _patch_validation_forward():
+    # SRModel.test runs the DistributedDataParallel wrapper on rank 0 alone; DDP broadcasts
+    # buffers (BatchNorm statistics) in every forward, a collective the other ranks never join:
+    # a hang on nccl, a crash on gloo. Validation needs no collective: run the bare network.
+    from basicsr.models.sr_model import SRModel
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq)
+        net.train(was_training)
+
+    SRModel.test = test
+
+
 def _patch_dist_init():
     # dist_util._init_dist_pytorch/_slurm call torch.cuda.set_device(rank % device_count): a
     # ZeroDivisionError without GPUs, and the global rank (not LOCAL_RANK) on multi-node runs.
@@ -200,6 +217,7 @@ def apply():
     _patch_resume_state()
     _patch_load_network()
     _patch_ddp()
+    _patch_validation_forward()
     _patch_dist_init()
     _applied = True
 

@@ -1,0 +1,79 @@
+"""BasicSR's distributed trainer carries DerainModel over processes: 2 CPU processes on gloo."""
+import json
+import os
+import textwrap
+
+import torch
+
+from conftest import run_entry, train_options, write_yaml
+
+# Runs dsmnet_arch.train under torchrun and records, per rank, what the run did: the training
+# samples it fed, how often it saved and validated, and its final weights.
+RECORDER = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    import dsmnet_arch
+    from dsmnet_arch.models import derain_model
+    from dsmnet_arch.models.derain_model import DerainModel
+
+    record = {'samples': [], 'saves': 0, 'validations': 0}
+    model = []
+    feed, step, validate, save = (DerainModel.feed_data, DerainModel.optimize_parameters,
+                                  DerainModel.nondist_validation, derain_model.atomic_torch_save)
+
+    def feed_data(self, data):
+        self.recorded_paths = list(data['lq_path'])
+        feed(self, data)
+
+    def optimize_parameters(self, current_iter):
+        record['samples'].append([os.path.basename(p) for p in self.recorded_paths])
+        model[:] = [self]
+        step(self, current_iter)
+
+    def nondist_validation(self, *args, **kwargs):
+        record['validations'] += 1
+        validate(self, *args, **kwargs)
+
+    def atomic_torch_save(*args, **kwargs):
+        record['saves'] += 1
+        save(*args, **kwargs)
+
+    DerainModel.feed_data, DerainModel.optimize_parameters = feed_data, optimize_parameters
+    DerainModel.nondist_validation, derain_model.atomic_torch_save = nondist_validation, atomic_torch_save
+    sys.argv[0] = 'train.py'
+    from dsmnet_arch.train import main
+    main()
+    rank = int(os.environ['RANK'])
+    net = model[0].get_bare_model(model[0].net_g)
+    torch.save({k: v.detach() for k, v in net.named_parameters()}, f'rank{rank}.pth')
+    record['backend'] = torch.distributed.get_backend()
+    json.dump(record, open(f'rank{rank}.json', 'w'))
+''')
+
+
+def test_two_gloo_processes_train_in_step(tmp_path, toy_data):
+    (tmp_path / 'recorder.py').write_text(RECORDER)
+    opt = train_options(toy_data, name='ddp', total_iter=4)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1  # 2 processes x 1 = the batch of 2 of one process
+    yml = write_yaml(tmp_path / 'ddp.yml', opt)
+    proc = run_entry(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'recorder.py', '-opt', yml,
+                      '--launcher', 'pytorch'], cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    ranks = [json.load(open(tmp_path / f'rank{r}.json')) for r in (0, 1)]
+    weights = [torch.load(tmp_path / f'rank{r}.pth', weights_only=True) for r in (0, 1)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    trained = torch.load(tmp_path / 'experiments' / 'ddp' / 'models' / 'net_g_latest.pth', weights_only=True)['params']
+    assert all(torch.equal(trained[k], weights[0][k]) for k in weights[0])
+
+    # 4 pairs over 2 processes: each epoch gives each process 2 different pairs
+    first_epoch = [{name for batch in r['samples'][:2] for name in batch} for r in ranks]
+    assert len(first_epoch[0]) == len(first_epoch[1]) == 2 and not first_epoch[0] & first_epoch[1]
+
+    # checkpoints at iterations 2 and 4 and the latest (network + state, state not for latest): rank 0 alone
+    assert ranks[0]['saves'] == 2 * 2 + 1 and ranks[1]['saves'] == 0
+    assert ranks[0]['validations'] == 3 and ranks[1]['validations'] == 0
+    log = open(next((tmp_path / 'experiments' / 'ddp').glob('train_ddp_*.log'))).read()
+    assert 'World size (gpu number): 2' in log and log.count('Validation toy_val') == 3
+    assert ranks[0]['backend'] == ranks[1]['backend'] == ('nccl' if torch.cuda.is_available() else 'gloo')
