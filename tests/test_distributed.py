@@ -5,7 +5,7 @@ import textwrap
 
 import torch
 
-from conftest import run_entry, train_options, write_yaml
+from conftest import REPO, run_entry, train_options, write_yaml
 
 # Runs dsmnet_arch.train under torchrun and records, per rank, what the run did: the training
 # samples it fed, how often it saved and validated, and its final weights.
@@ -77,3 +77,22 @@ def test_two_gloo_processes_train_in_step(tmp_path, toy_data):
     log = open(next((tmp_path / 'experiments' / 'ddp').glob('train_ddp_*.log'))).read()
     assert 'World size (gpu number): 2' in log and log.count('Validation toy_val') == 3
     assert ranks[0]['backend'] == ranks[1]['backend'] == ('nccl' if torch.cuda.is_available() else 'gloo')
+
+
+def test_slurm_launcher_on_cpu(tmp_path, toy_data):
+    """--launcher slurm reads SLURM_* variables (here: one task) and asks scontrol for the master node."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'scontrol').write_text('#!/bin/sh\necho 127.0.0.1\n')
+    (bin_dir / 'scontrol').chmod(0o755)
+    opt = train_options(toy_data, name='slurm', total_iter=2)
+    opt['dist_params']['port'] = 29400 + os.getpid() % 500  # as a slurm options file sets it
+    env = {'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'SLURM_PROCID': '0', 'SLURM_NTASKS': '1', 'SLURM_LOCALID': '0',
+           'SLURM_NODELIST': 'node-[1-2]'}
+    yml = write_yaml(tmp_path / 'slurm.yml', opt)
+    proc = run_entry([os.path.join(REPO, 'dsmnet_arch', 'train.py'), '-opt', yml, '--launcher', 'slurm'],
+                     cwd=str(tmp_path), env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = open(next((tmp_path / 'experiments' / 'slurm').glob('train_slurm_*.log'))).read()
+    assert "dist: True" in log and 'World size (gpu number): 1' in log
+    assert (tmp_path / 'experiments' / 'slurm' / 'models' / 'net_g_latest.pth').exists()
