@@ -1,0 +1,184 @@
+"""Every shipped options file: the paper's settings, and a real BasicSR run on a small prepared tree.
+
+Each file's dataroots are pointed at a tree written by the preparation script (so they must
+name the layout it writes: ``datasets/<set>/<split>/{input,target}[.lmdb]``). Training files
+run one iteration, a validation and a checkpoint through ``dsmnet_arch.train``'s pipeline; test
+files load weights and write images and metrics through ``dsmnet_arch.test``'s. Batch size,
+iterations and loggers are cut down; the network and the crop size stay as shipped.
+"""
+import glob
+import io
+import logging
+import os
+import re
+import sys
+
+import basicsr.test
+import basicsr.train
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, write_pairs
+from dsmnet_arch.checks import run_pipeline
+from dsmnet_arch.data.rain_datasets import PAPER_PAIRS, prepare_dataset
+
+FILES = sorted(f for f in glob.glob(os.path.join(REPO, 'options', '*_DSMNet_*.yml')) if not f.endswith('_demo.yml'))
+TRAIN = [f for f in FILES if os.path.basename(f).startswith('train_')]
+TEST = [f for f in FILES if os.path.basename(f).startswith('test_')]
+EPOCHS = {'Rain100L': 200, 'Rain100H': 200, 'Rain800': 100, 'Rain1400': 100}
+METRICS = {'psnr_y': ('calculate_psnr', True), 'ssim_y': ('calculate_ssim', True),
+           'psnr_rgb': ('calculate_psnr', False), 'ssim_rgb': ('calculate_ssim', False)}
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def dataset_of(path):
+    return re.fullmatch(r'(?:train|test)_DSMNet_(\w+?)(?:_lmdb)?\.yml', os.path.basename(path)).group(1)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine, two spinning threads made each run ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def tree(tmp_path_factory):
+    """``<root>/{train,test}/{input,target}`` and their LMDBs, written by the preparation step."""
+    tmp = tmp_path_factory.mktemp('options')
+    write_pairs(str(tmp / 'src' / 'train'), 3, size=64, seed=1)  # the files' 64 x 64 crop
+    write_pairs(str(tmp / 'src' / 'test'), 2, size=16, seed=2, prefix='val')  # small: validation runs the full network
+    prepare_dataset('Rain13K', {'train': tmp / 'src' / 'train', 'test': tmp / 'src' / 'test'}, tmp / 'prepared',
+                    lmdb=True)
+    return tmp / 'prepared'
+
+
+def point_at(opt, name, root):
+    """Replace ``datasets/<name>/`` in every dataroot by ``root``; return the dataroots' tails."""
+    tails = []
+    for dataset in opt['datasets'].values():
+        for key in ('dataroot_lq', 'dataroot_gt'):
+            assert dataset[key].startswith(f'datasets/{name}/'), dataset[key]
+            tail = dataset[key][len(f'datasets/{name}/'):]
+            dataset[key] = str(root / tail)
+            tails.append(tail)
+    return tails
+
+
+def run(module, opt, tmp_path, monkeypatch):
+    """Run BasicSR's train or test pipeline as ``dsmnet_arch/{train,test}.py`` does, in ``tmp_path``.
+
+    Returns what BasicSR logged (its logger does not propagate, and opens a log file only once
+    per process).
+    """
+    yml = tmp_path / 'options.yml'
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    monkeypatch.setattr(module, 'parse_options', module.parse_options)  # run_pipeline wraps it; undo afterwards
+    monkeypatch.setattr(sys, 'argv', ['dsmnet', '-opt', str(yml)])
+    monkeypatch.chdir(tmp_path)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(handler)
+    try:
+        run_pipeline(module)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_every_file_is_covered():
+    assert len(TRAIN) >= 8 and len(TEST) >= 4
+    for name in EPOCHS:
+        for stem in (f'train_DSMNet_{name}', f'train_DSMNet_{name}_lmdb', f'test_DSMNet_{name}'):
+            assert os.path.join(REPO, 'options', f'{stem}.yml') in FILES
+
+
+@pytest.mark.parametrize('path', TRAIN, ids=os.path.basename)
+def test_training_file_has_the_paper_settings(path):
+    opt, name = load(path), dataset_of(path)
+    train_set = opt['datasets']['train']
+    assert (opt['model_type'], opt['scale'], opt['num_gpu']) == ('DerainModel', 1, 'auto')
+    assert (train_set['gt_size'], train_set['use_hflip'], train_set['use_rot']) == (64, True, False)
+    assert train_set['batch_size_per_gpu'] == 32
+    assert opt['train']['optim_g'] == {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.999]}
+    assert opt['train']['pixel_opt'] == {'type': 'MSESSIMLoss', 'loss_weight': 1.0, 'ssim_weight': 0.2}
+    # epochs -> iterations, as the file's comment says: pairs x ratio / batch x epochs
+    pairs, ratio, epochs = PAPER_PAIRS[name]['train'], train_set['dataset_enlarge_ratio'], EPOCHS[name]
+    total = opt['train']['total_iter']
+    assert total == pairs * ratio * epochs // 32 and pairs * ratio * epochs % 32 == 0
+    text = open(path).read()
+    assert re.search(rf'#\s+{pairs}\s+x\s+{ratio}\s+/\s+32\s+x\s+{epochs}\s+=\s+{total:,}\n', text)
+    assert opt['train']['scheduler'] == {'type': 'MultiStepLR', 'milestones': [total // 2, total * 3 // 4], 'gamma': 0.5}
+    assert {k: (v['type'], v['test_y_channel'], v['crop_border']) for k, v in opt['val']['metrics'].items()} == {
+        k: (t, y, 0) for k, (t, y) in METRICS.items()}
+    assert opt['val']['val_freq'] == opt['logger']['save_checkpoint_freq'] and total % opt['val']['val_freq'] == 0
+
+
+@pytest.mark.parametrize('name', list(EPOCHS))
+def test_lmdb_variant_differs_only_in_reading_lmdb(name):
+    disk = load(os.path.join(REPO, 'options', f'train_DSMNet_{name}.yml'))
+    lmdb = load(os.path.join(REPO, 'options', f'train_DSMNet_{name}_lmdb.yml'))
+    for phase in ('train', 'val'):
+        assert lmdb['datasets'][phase]['io_backend'] == {'type': 'lmdb'}
+        assert disk['datasets'][phase]['io_backend'] == {'type': 'disk'}
+        for key in ('dataroot_lq', 'dataroot_gt'):
+            assert lmdb['datasets'][phase][key] == disk['datasets'][phase][key] + '.lmdb'
+            del lmdb['datasets'][phase][key], disk['datasets'][phase][key]
+        del lmdb['datasets'][phase]['io_backend'], disk['datasets'][phase]['io_backend']
+    assert lmdb == disk  # same experiment name, so the test file finds either run's weights
+
+
+@pytest.mark.parametrize('path', TRAIN, ids=os.path.basename)
+def test_training_file_runs_one_iteration(path, tree, tmp_path, monkeypatch, capsys):
+    opt, name = load(path), dataset_of(path)
+    tails = point_at(opt, name, tree)
+    suffix = '.lmdb' if opt['datasets']['train']['io_backend']['type'] == 'lmdb' else ''
+    assert tails == [f'train/input{suffix}', f'train/target{suffix}', f'test/input{suffix}', f'test/target{suffix}']
+    opt['datasets']['train'].update(batch_size_per_gpu=1, num_worker_per_gpu=0)
+    opt['train']['total_iter'] = 1
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=1, use_tb_logger=False)
+    opt['val']['val_freq'] = 2  # validate once, after training
+    log = run(basicsr.train, opt, tmp_path, monkeypatch)
+    assert 'warning' not in capsys.readouterr().err  # the options check knows every key
+
+    models = tmp_path / 'experiments' / opt['name'] / 'models'
+    assert sorted(os.listdir(models)) == ['net_g_1.pth', 'net_g_latest.pth']
+    assert (tmp_path / 'experiments' / opt['name'] / 'training_states' / '1.state').is_file()
+    assert 'Number of train images: 3' in log and 'Dataset enlarge ratio: 100' in log
+    assert re.search(r'iter:\s+1, lr:\(1\.000e-03,\)', log) and 'l_pix:' in log
+    for metric in METRICS:
+        assert re.search(rf'# {metric}: \d+\.\d+', log), metric
+
+
+@pytest.mark.parametrize('path', TEST, ids=os.path.basename)
+def test_test_file_loads_weights_and_writes_images_and_metrics(path, tree, tmp_path, monkeypatch):
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    opt, name = load(path), dataset_of(path)
+    train_opt = load(os.path.join(REPO, 'options', f'train_DSMNet_{name}.yml'))
+    assert opt['network_g'] == train_opt['network_g']
+    weights = opt['path']['pretrain_network_g']
+    assert weights == f'experiments/{train_opt["name"]}/models/net_g_latest.pth'  # where training leaves it
+    assert {k: (v['type'], v['test_y_channel'], v['crop_border']) for k, v in opt['val']['metrics'].items()} == {
+        k: (t, y, 0) for k, (t, y) in METRICS.items()}
+    assert point_at(opt, name, tree) == ['test/input', 'test/target']
+
+    net_opt = dict(opt['network_g'])
+    net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+    os.makedirs(tmp_path / os.path.dirname(weights))
+    torch.save({'params': net.state_dict()}, tmp_path / weights)
+    log = run(basicsr.test, opt, tmp_path, monkeypatch)
+
+    images = tmp_path / 'results' / opt['name'] / 'visualization' / name
+    assert sorted(os.listdir(images)) == [f'val000_{opt["name"]}.png', f'val001_{opt["name"]}.png']
+    assert f'Loading DSMNet model from {weights}' in log
+    for metric in METRICS:
+        assert re.search(rf'# {metric}: \d+\.\d+', log), metric
