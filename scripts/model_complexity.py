@@ -8,8 +8,10 @@ element-wise, pooling, normalisation and softmax operations). Models are built o
 device, so nothing is computed and the table prints in seconds.
 
 Variants: the paper's ablations, each changing one argument of the default model (paper Table 3:
-attention; Table 4: num_subspaces; Table 5: MAB variants M1-M5, whose mapping to across_down /
-across_up / dense_fusion is ``MAB_VARIANTS`` of the architecture), and dilated kernels.
+attention; Table 4: num_subspaces; Table 5: MAB variants M1-M5), and dilated kernels. Table 5's
+M1 (no connection) and M5 (all, the default) are the paper's; M2-M4 are our choice, defined once
+in ``MAB_VARIANTS`` of the architecture: M2 = dense_fusion, M3 = dense_fusion + across_up,
+M4 = across_up + across_down. The table names each variant's connections.
 """
 import argparse
 

@@ -280,7 +280,8 @@ def test_mab_follows_equations_2_to_11():
 
 
 def load_complexity_script():
-    spec = importlib.util.spec_from_file_location('model_complexity', os.path.join(REPO, 'scripts', 'model_complexity.py'))
+    path = os.path.join(REPO, 'scripts', 'model_complexity.py')
+    spec = importlib.util.spec_from_file_location('model_complexity', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -290,9 +291,13 @@ def test_complexity_counts_every_convolution_once():
     script = load_complexity_script()
     net = DSMNet(num_feat=16)
     macs = []  # independent count: weights x output positions of every convolution, via hooks
+
+    def record(conv, inputs, out):
+        macs.append(conv.weight.numel() * out.shape[-2] * out.shape[-1])
+
     for m in net.modules():
         if isinstance(m, torch.nn.Conv2d):
-            m.register_forward_hook(lambda mod, inp, out: macs.append(mod.weight.numel() * out.shape[-2] * out.shape[-1]))
+            m.register_forward_hook(record)
     with torch.no_grad():
         net(torch.rand(1, 3, 24, 24))
     assert script.complexity(24, num_feat=16) == (count(net), sum(macs))

@@ -75,13 +75,9 @@ class ChannelAttention(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """CBAM spatial gate: X * sigmoid(Conv7x7(Cat[channel max, channel mean])).
+    """CBAM spatial gate: X * sigmoid(Conv7x7(Cat[channel max, channel mean])) (no arguments)."""
 
-    Args:
-        num_feat (int): Channel number C (unused by the layers; kept for a uniform signature).
-    """
-
-    def __init__(self, num_feat):
+    def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, 7, padding=3)
 
@@ -142,7 +138,7 @@ class CADB(nn.Module):
         if 'ca' in names:
             self.ca = ChannelAttention(num_feat, reduction)
         if 'sp' in names:
-            self.sp = SpatialAttention(num_feat)
+            self.sp = SpatialAttention()
         if 'sa' in names:
             self.sa = SubspaceAttention(num_feat, num_subspaces)
         self.branches = names
@@ -218,7 +214,7 @@ class DSMNet(nn.Module):
         num_in_ch (int): Channels of the input image. Default: 3.
         num_out_ch (int): Channels of the output; must equal num_in_ch (B = I - R). Default: 3.
         num_feat (int): Channel number C of all features. Default: 32.
-        num_levels (int): Scale levels L >= 1; the triangle has L (L + 1) / 2 MABs. Default: 4.
+        num_levels (int): Scale levels L >= 1; the triangle has L (L + 1) / 2 MABs. Default: 4 (10 MABs).
         kernel_sizes (tuple[int]): Parallel kernel sizes of every MAB. Default: (1, 3, 5).
         dilated (bool): 3x3 kernels with dilation (k - 1) / 2 instead of k x k. Default: False.
         attention (str): CADB branches: 'ca+sa' (paper), or 'ca', 'sp', 'sa', 'ca+sp', 'sp+sa'
@@ -229,7 +225,12 @@ class DSMNet(nn.Module):
         across_down (bool): M(i, 0) also fuses the pooled M(i - 1, 0). Default: True.
         across_up (bool): M(i, j) also fuses the upsampled M(i + 1, j - 1). Default: True.
         dense_fusion (bool): M(i, j) fuses all earlier nodes of its level, not only M(i, j - 1).
-            Default: True. The paper's Table 5 variants are ``MAB_VARIANTS`` (M5 = default).
+            Default: True.
+
+    Paper Table 5 (``MAB_VARIANTS``): M1 = no connection, M5 = all three (default), and our
+    choice for the others: M2 = dense_fusion, M3 = dense_fusion + across_up, M4 = across_up +
+    across_down. Without across_up the coarser levels cannot reach the head, so only the
+    num_levels MABs of level 0 are built.
     """
 
     def __init__(self,
