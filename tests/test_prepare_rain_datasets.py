@@ -204,7 +204,7 @@ def test_skip_bad_leaves_the_bad_pairs_out(tmp_path):
     train = report.splits[0]
     assert (train.pairs, train.skipped_pairs, len(train.problems)) == (1, 4, 6)  # only pair 1 is sound
     assert_levels(read(tmp_path / 'out' / 'train'), {'1': (rainy(1), clean(1))}, tol=0)
-    assert 'skipped 4 pairs' in str(report)
+    assert '4 pairs touched by the problems above were left out' in str(report)
 
 
 def test_truncated_jpeg_and_clashing_names_are_problems(tmp_path):

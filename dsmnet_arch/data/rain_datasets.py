@@ -104,7 +104,7 @@ class SplitReport:
     """What happened to one split; printed as part of :class:`PreparationReport`."""
     split: str
     source: Path
-    status: str = 'checked'  # then 'written', 'already prepared' or 'LMDB added'
+    status: str = 'not written'  # after the checks: 'written', 'already prepared' or 'LMDB added'
     pairs: int = 0
     paper_pairs: Optional[int] = None
     problems: list = field(default_factory=list)
@@ -140,7 +140,8 @@ class PreparationReport:
             for problem in s.problems:
                 lines.append(f'    problem: {problem}')
             if s.skipped_pairs:
-                lines.append(f'    skipped {s.skipped_pairs} pairs touched by the problems above')
+                lines.append(f'    {s.skipped_pairs} pairs touched by the problems above '
+                             + ('were left out' if s.status == 'written' else 'would be left out by --skip-bad'))
             if s.ignored:
                 shown = ', '.join(str(p.name) for p in s.ignored[:5])
                 more = f' and {len(s.ignored) - 5} more' if len(s.ignored) > 5 else ''
@@ -561,7 +562,7 @@ def prepare_dataset(dataset, sources, dst, lmdb=False, compress_level=1, skip_ba
         good = [p for p in pairs if p.name in infos and p.input.path not in bad and p.target.path not in bad]
         rep.skipped_pairs = len(pairs) - len(good)
         infos = {p.name: infos[p.name] for p in good}
-        if rep.status == 'checked':
+        if rep.status == 'not written':
             rep.pairs = len(good)
             if rep.paper_pairs is not None and rep.pairs != rep.paper_pairs:
                 rep.warnings.append(f'{rep.pairs} pairs where the paper used {rep.paper_pairs}'
