@@ -195,6 +195,8 @@ def test_problems_stop_the_run_before_anything_is_written(tmp_path):
         ('unreadable', 'norain-6.png'): 'truncated PNG (no IEND chunk)',
         ('unreadable', 'rain-7.png'): 'not a decodable image',
     }
+    assert 'train: not written, 1 pairs' in str(err.value.report)
+    assert '4 pairs touched by the problems above would be left out by --skip-bad' in str(err.value.report)
     assert not (tmp_path / 'out').exists()
 
 
@@ -305,3 +307,15 @@ def test_cli_prints_the_report_and_fails_with_one_line_naming_the_file(tmp_path,
 
     assert cli.main(['--dataset', 'Rain800', '--src', str(src), '--dst', str(dst)]) == 1
     assert f'folder {src / "training"} not found' in capsys.readouterr().err
+
+
+def test_a_folder_without_pairs_is_an_error_before_any_split_is_written(tmp_path):
+    src = make_rain100(tmp_path / 'src')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(rd.PreparationError, match=r'No usable Rain100H pairs in .*empty \(see docs/datasets.md'):
+        rd.prepare_dataset('Rain100H', {'train': src / 'RainTrainH', 'test': tmp_path / 'empty'}, tmp_path / 'out')
+    (src / 'Rain100H' / 'norain-001.png').write_bytes(b'')
+    (src / 'Rain100H' / 'norain-002.png').unlink()
+    with pytest.raises(rd.PreparationError, match=r'No usable .* once the pairs with problems are left out'):
+        rd.prepare_dataset('Rain100H', rd.resolve_sources('Rain100H', src=src), tmp_path / 'out', skip_bad=True)
+    assert not (tmp_path / 'out').exists()

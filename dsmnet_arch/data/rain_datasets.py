@@ -553,15 +553,16 @@ def prepare_dataset(dataset, sources, dst, lmdb=False, compress_level=1, skip_ba
             pairs, problems, rep.ignored = discover_pairs('Rain13K', out, lmdb=True)
         else:
             pairs, problems, rep.ignored = discover_pairs(dataset, source, lmdb=lmdb)
-        if not pairs and not problems:
-            raise PreparationError(f'No {dataset} pairs found in {source} (see docs/datasets.md for the '
-                                   'expected layout)', report)
         infos, check_problems = check_pairs(pairs, workers, progress, desc=f'{split}: checking')
         rep.problems = problems + check_problems
         bad = {p.path for p in rep.problems}
         good = [p for p in pairs if p.name in infos and p.input.path not in bad and p.target.path not in bad]
         rep.skipped_pairs = len(pairs) - len(good)
         infos = {p.name: infos[p.name] for p in good}
+        if not good and (skip_bad or not rep.problems):
+            raise PreparationError(f'No usable {dataset} pairs in {source}' + (
+                ' once the pairs with problems are left out' if rep.problems else
+                ' (see docs/datasets.md for the expected layout)'), report)
         if rep.status == 'not written':
             rep.pairs = len(good)
             if rep.paper_pairs is not None and rep.pairs != rep.paper_pairs:
@@ -579,8 +580,6 @@ def prepare_dataset(dataset, sources, dst, lmdb=False, compress_level=1, skip_ba
 
     dst.mkdir(parents=True, exist_ok=True)
     for rep, out, pairs, infos, record in todo:
-        if not pairs:
-            raise PreparationError(f'No usable {dataset} {rep.split} pairs in {rep.source}', report)
         if record is not None:  # a finished split that only lacks its LMDBs
             tmp = Path(tempfile.mkdtemp(prefix='.lmdb.incomplete-', dir=out))
             try:
