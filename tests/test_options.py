@@ -116,7 +116,8 @@ def test_training_file_has_the_paper_settings(path):
     assert total == pairs * ratio * epochs // 32 and pairs * ratio * epochs % 32 == 0
     text = open(path).read()
     assert re.search(rf'#\s+{pairs}\s+x\s+{ratio}\s+/\s+32\s+x\s+{epochs}\s+=\s+{total:,}\n', text)
-    assert opt['train']['scheduler'] == {'type': 'MultiStepLR', 'milestones': [total // 2, total * 3 // 4], 'gamma': 0.5}
+    milestones = [total // 2, total * 3 // 4]
+    assert opt['train']['scheduler'] == {'type': 'MultiStepLR', 'milestones': milestones, 'gamma': 0.5}
     assert {k: (v['type'], v['test_y_channel'], v['crop_border']) for k, v in opt['val']['metrics'].items()} == {
         k: (t, y, 0) for k, (t, y) in METRICS.items()}
     assert opt['val']['val_freq'] == opt['logger']['save_checkpoint_freq'] and total % opt['val']['val_freq'] == 0

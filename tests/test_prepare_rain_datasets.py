@@ -89,8 +89,9 @@ def test_rain100_to_paired_layout_on_disk_and_in_lmdb(tmp_path):
         meta = (tmp_path / 'out' / split / 'input.lmdb' / 'meta_info.txt').read_text().split('\n')
         assert meta[0] == f'{names[0]}.png ({H},{W},3) 1'
     # unchanged files are hard links to the downloaded ones, not copies
-    assert os.path.samefile(tmp_path / 'out' / 'test' / 'input' / '001.png', src / 'Rain100H' / 'rainy' / 'rain-001.png')
-    assert os.path.samefile(tmp_path / 'out' / 'train' / 'target' / '2.png', src / 'RainTrainH' / 'norain-2.png')
+    out = tmp_path / 'out'
+    assert os.path.samefile(out / 'test' / 'input' / '001.png', src / 'Rain100H' / 'rainy' / 'rain-001.png')
+    assert os.path.samefile(out / 'train' / 'target' / '2.png', src / 'RainTrainH' / 'norain-2.png')
     # the paper's 64 x 64 training crop, from disk and from LMDB
     for backend in ('disk', 'lmdb'):
         assert {v[2] for v in read(tmp_path / 'out' / 'train', backend, phase='train').values()} == {(3, 64, 64)}
@@ -162,8 +163,9 @@ def test_rain13k_style_folders_keep_their_names(tmp_path):
     sources = rd.resolve_sources('Rain13K', src=src, test_set='Rain100L')
     rd.prepare_dataset('Rain13K', sources, tmp_path / 'out', lmdb=True)
     for backend in ('disk', 'lmdb'):
-        assert_levels(read(tmp_path / 'out' / 'train', backend), {'a': (rainy(0), clean(0)), 'b_1': (rainy(1), clean(1))})
-        assert_levels(read(tmp_path / 'out' / 'test', backend), {'a': (rainy(5), clean(5)), 'b_1': (rainy(6), clean(6))})
+        for split, offset in (('train', 0), ('test', 5)):
+            assert_levels(read(tmp_path / 'out' / split, backend),
+                          {'a': (rainy(offset), clean(offset)), 'b_1': (rainy(offset + 1), clean(offset + 1))})
 
 
 def make_bad_rain100(root):
@@ -287,7 +289,8 @@ def test_lmdb_map_size_holds_incompressible_images_that_basicsr_guess_does_not(t
 
 
 def test_cli_prints_the_report_and_fails_with_one_line_naming_the_file(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('prepare_cli', os.path.join(REPO, 'scripts', 'prepare_rain_datasets.py'))
+    script = os.path.join(REPO, 'scripts', 'prepare_rain_datasets.py')
+    spec = importlib.util.spec_from_file_location('prepare_cli', script)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     src = make_rain100(tmp_path / 'src')
