@@ -90,6 +90,10 @@ def _check_types(opt):
         net_opt = dict(opt[net_key] or {})
         arch = _get_registered(ARCH_REGISTRY, 'architecture', net_opt.pop('type', None), f'{net_key}:type')
         _check_arguments(arch, net_opt, net_key)
+        try:  # a network is cheap to build; its own checks then fail before any folder is made
+            arch(**net_opt)
+        except ValueError as err:
+            raise OptionsError(f'Option {net_key}: {err}') from None
     for loss_key, loss_opt in (opt.get('train') or {}).items():
         if loss_key.endswith('_opt') and isinstance(loss_opt, dict):
             loss_opt = dict(loss_opt)

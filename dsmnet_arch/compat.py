@@ -26,7 +26,7 @@ def load_checkpoint(path, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, foreign, or pickled code: all are refused the same way
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = str(err).strip().splitlines()[0].split('. ')[0] if str(err).strip() else type(err).__name__
         raise ValueError(f'Cannot load checkpoint {path}: not a readable PyTorch checkpoint '
                          f'of tensors ({type(err).__name__}: {reason})') from None
 
