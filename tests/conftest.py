@@ -7,9 +7,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import dsmnet_arch  # noqa: F401  (BasicSR fixes must run before any test imports basicsr)
+
+# Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP threads that
+# wait for each other make a forward pass tens of times slower. Subprocesses get the same.
+torch.set_num_threads(1)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,6 @@
 """Bad options and bad data stop the run before training, with one line that names the key or file."""
 import logging
 import os
-import pickle
 import shutil
 import sys
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import train_options, write_pairs, write_yaml
+from conftest import train_options, write_yaml
 
 
 @pytest.fixture(autouse=True)

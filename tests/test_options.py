@@ -40,15 +40,6 @@ def dataset_of(path):
     return re.fullmatch(r'(?:train|test)_DSMNet_(\w+?)(?:_lmdb)?\.yml', os.path.basename(path)).group(1)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two spinning threads made each run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def tree(tmp_path_factory):
     """``<root>/{train,test}/{input,target}`` and their LMDBs, written by the preparation step."""
