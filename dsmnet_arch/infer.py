@@ -1,0 +1,420 @@
+"""Derain photos with trained DSM-Net weights: no options file or paired data needed.
+
+Usage::
+
+    python -m dsmnet_arch.infer -i INPUT -o OUTDIR --weights net_g_latest.pth
+    dsmnet-derain -i 'photos/**/*.jpg' -o derained --weights W.pth --tile 512 --compare
+
+INPUT is an image file, a folder (``--recursive`` for its subfolders) or a glob pattern. Each
+output keeps its input's name (and subfolder), size, bit depth and format, unless ``--ext``
+asks for another format. See docs/inference.md for formats, tiling and measured figures.
+"""
+import argparse
+import contextlib
+import glob
+import inspect
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+import dsmnet_arch  # noqa: F401  (BasicSR fixes, registers DSMNet)
+from basicsr.utils import img2tensor, tensor2img
+from basicsr.utils.options import ordered_yaml
+from basicsr.utils.registry import ARCH_REGISTRY
+from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS
+from dsmnet_arch.compat import load_checkpoint
+from dsmnet_arch.tiling import DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, count_tiles, free_memory, \
+    tiled_forward
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff')  # the others store 8 bits per sample
+NO_ALPHA_EXTENSIONS = ('.jpg', '.jpeg')
+#: Share of the free memory that ``--tile auto`` lets one batch of tiles use; the rest is headroom
+#: for the allocator, convolution workspaces and the full-size image buffers.
+MEMORY_SHARE = 0.5
+
+
+# ----------------------------------------------------------------------------- inputs and outputs
+
+def find_images(spec, recursive=False):
+    """Images named by ``spec``: ``(path, relative output name)`` pairs, sorted.
+
+    ``spec`` is a file (taken whatever its extension), a folder (its image files, with
+    ``recursive`` also those of its subfolders, named relative to the folder) or a glob pattern
+    (``**`` matches subfolders; named relative to the pattern's fixed leading folders).
+    """
+    path = Path(spec)
+    if path.is_file():
+        return [(path, Path(path.name))]
+    if path.is_dir():
+        root, candidates = path, (path.rglob('*') if recursive else path.iterdir())
+    elif glob.has_magic(spec):
+        fixed = []
+        for part in path.parts:
+            if glob.has_magic(part):
+                break
+            fixed.append(part)
+        root, candidates = Path(*fixed) if fixed else Path('.'), map(Path, glob.glob(spec, recursive=True))
+    else:
+        raise ValueError(f'Input not found: {spec}')
+    images = sorted((p, p.relative_to(root)) for p in candidates
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found in {spec}')
+    return images
+
+
+def plan_outputs(images, outdir, ext=None, compare=False):
+    """Output path (and side-by-side path, or ``None``) of every input: ``[(src, dst, cmp)]``.
+
+    Outputs go to ``outdir/<relative name>`` with the input's extension or ``ext``; side-by-side
+    images to ``outdir/compare/<relative name>``. Raises ``ValueError`` when an output would
+    overwrite an input, or two inputs would be written to the same file.
+    """
+    outdir = Path(outdir)
+    plan = []
+    for src, rel in images:
+        if ext is not None:
+            rel = rel.with_suffix(ext)
+        plan.append((src, outdir / rel, outdir / 'compare' / rel if compare else None))
+    inputs = {src.resolve(): src for src, _, _ in plan}
+    written = {}
+    for src, *targets in plan:
+        for dst in filter(None, targets):
+            key = dst.resolve()
+            if key in inputs or (dst.exists() and any(dst.samefile(s) for s in inputs.values())):
+                raise ValueError(f'Refusing to write {dst}: it would overwrite the input {inputs.get(key, dst)}; '
+                                 'choose an output folder outside the inputs')
+            if key in written:
+                raise ValueError(f'{written[key]} and {src} would both be written to {dst}; use --ext or '
+                                 'separate runs')
+            written[key] = src
+    return plan
+
+
+def read_image(path):
+    """Read an image file for the network.
+
+    Returns ``(bgr, alpha, gray, dtype)``: ``bgr`` is float32 ``H x W x 3`` in [0, 1] (a gray
+    image repeated to three channels), ``alpha`` the untouched alpha channel or ``None``,
+    ``gray`` whether the file is single-channel, ``dtype`` its sample type (uint8 or uint16).
+    The EXIF orientation is applied (photos come out upright), except to images with alpha.
+    Raises ``ValueError`` for unreadable files and other sample types.
+    """
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ValueError('not a readable image (corrupt, empty or of an unknown format)')
+    if img.ndim == 2 or img.shape[2] < 4:  # no alpha: decode again with the EXIF orientation applied
+        img = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f'unsupported sample type {img.dtype} (8- and 16-bit images only)')
+    gray = img.ndim == 2 or img.shape[2] == 1
+    alpha = img[..., 3].copy() if not gray and img.shape[2] == 4 else None
+    bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if gray else img[..., :3]
+    return bgr.astype(np.float32) / np.iinfo(img.dtype).max, alpha, gray, img.dtype
+
+
+def to_file_image(bgr, alpha, gray, dtype, ext):
+    """Turn a float BGR result back into the input's layout: gray or colour, alpha, bit depth.
+
+    The bit depth drops to 8 for formats without 16-bit samples (jpg, bmp, webp) and alpha is
+    dropped for jpg; the returned notes say so.
+    """
+    notes = []
+    if dtype == np.uint16 and ext not in SIXTEEN_BIT_EXTENSIONS:
+        dtype = np.uint8
+        alpha = None if alpha is None else (alpha.astype(np.float32) / 257).round().astype(np.uint8)
+        notes.append(f'{ext} stores 8 bits per sample: written as 8-bit')
+    if alpha is not None and ext in NO_ALPHA_EXTENSIONS:
+        alpha = None
+        notes.append(f'{ext} has no alpha channel: alpha dropped')
+    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if gray else bgr
+    img = (np.clip(img, 0, 1) * np.iinfo(dtype).max).round().astype(dtype)
+    if alpha is not None:
+        img = np.dstack([img, alpha])
+    return img, notes
+
+
+def write_image(path, img):
+    """Write ``img`` in the format of ``path``'s extension (folders are created; any path characters)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(path.suffix, img)
+    if not ok:
+        raise ValueError(f'OpenCV cannot encode a {img.dtype} image with {img.shape[2:] or (1,)} channels '
+                         f'as {path.suffix}')
+    buf.tofile(str(path))
+
+
+# ----------------------------------------------------------------------------- the network
+
+def load_state_dict(path):
+    """The network weights in ``path``: a BasicSR checkpoint (``params_ema`` preferred over
+    ``params``) or a bare state dict. Loaded weights-only; anything else is a ``ValueError``."""
+    checkpoint = load_checkpoint(path, map_location='cpu')
+    state = checkpoint
+    if isinstance(checkpoint, dict):
+        state = checkpoint.get('params_ema', checkpoint.get('params', checkpoint))
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f'Cannot use {path}: expected a state dict of tensors, bare or under the key '
+                         '"params" or "params_ema" (BasicSR\'s net_g_*.pth)')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def infer_dsmnet_args(state):
+    """DSMNet constructor arguments read off a state dict (key layout: the arch module's docstring).
+
+    Returns only the arguments the keys determine; the others cannot change the weights and keep
+    their defaults. Raises ``ValueError`` for a state dict that is not DSMNet's.
+    """
+    if 'conv_first.weight' not in state or 'conv_last.weight' not in state or 'mab.0_0.cadb.conv.weight' not in state:
+        raise ValueError('the state dict has no conv_first / conv_last / mab.0_0 weights of a DSMNet')
+    num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
+    args = dict(num_in_ch=num_in_ch, num_out_ch=state['conv_last.weight'].shape[0], num_feat=num_feat)
+    args['num_levels'] = len({k.split('.')[1] for k in state if k.startswith('mab.0_')})
+    prefix = 'mab.0_0.conv_a.k'
+    kernels = {int(k[len(prefix):].split('.')[0]): v.shape[-1] for k, v in state.items()
+               if k.startswith(prefix) and k.endswith('.weight')}
+    args['kernel_sizes'] = list(kernels)  # state-dict order = the order of the concatenation in the MAB
+    if any(k > 3 for k in kernels):
+        args['dilated'] = all(size == 3 for k, size in kernels.items() if k > 3)
+    branches = {name for name in ('ca', 'sp', 'sa') if any(k.startswith(f'mab.0_0.cadb.{name}.') for k in state)}
+    args['attention'] = next((a for a in ATTENTIONS if set(a.split('+')) == branches), None)
+    if args['attention'] is None:
+        raise ValueError(f'no known attention branches in mab.0_0.cadb (found {sorted(branches)})')
+    if 'ca' in branches:
+        args['reduction'] = num_feat // state['mab.0_0.cadb.ca.mlp.0.weight'].shape[0]
+    if 'sa' in branches:
+        args['num_subspaces'] = state['mab.0_0.cadb.sa.pw.weight'].shape[0]
+    if args['num_levels'] > 1:
+        args['across_up'] = any(k.startswith('mab.1_') for k in state)
+        if args['across_up']:
+            args['across_down'] = any(k.startswith('down.') for k in state)
+    if args['num_levels'] > 2:
+        fused = state['fuse.0_2.conv.weight'].shape[1] // num_feat  # (2 if dense else 1) + across_up
+        args['dense_fusion'] = fused - args.get('across_up', False) == 2
+    return args
+
+
+def read_network_opt(path):
+    """DSMNet arguments from the ``network_g`` section of a BasicSR training options file."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            opt = yaml.load(f, Loader=ordered_yaml()[0])
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f'Cannot read options file {path}: {str(err).splitlines()[0]}') from None
+    net = dict(opt.get('network_g') or {}) if isinstance(opt, dict) else {}
+    if net.get('type') != 'DSMNet':
+        raise ValueError(f'{path}: network_g must be a section with "type: DSMNet", got type {net.get("type")!r}')
+    net.pop('type')
+    return net
+
+
+def build_model(weights, opt=None):
+    """DSMNet with the weights of ``weights``, its arguments from ``opt`` (an options file) or
+    inferred from the weights, in eval mode on the CPU. Mismatches raise a one-line ``ValueError``."""
+    state = load_state_dict(weights)
+    try:
+        inferred = infer_dsmnet_args(state)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f'Weights in {weights} are not DSMNet weights: {err}') from None
+    if opt is None:
+        args, source = inferred, 'inferred from the weights'
+    else:
+        args, source = read_network_opt(opt), f'network_g of {opt}'
+    defaults = {k: p.default for k, p in inspect.signature(ARCH_REGISTRY.get('DSMNet')).parameters.items()}
+    unknown = set(args) - set(defaults)
+    if unknown:
+        raise ValueError(f'Unknown DSMNet arguments in {source}: {", ".join(sorted(unknown))}')
+    try:
+        model = ARCH_REGISTRY.get('DSMNet')(**args)
+        model.load_state_dict(state, strict=True)
+    except (ValueError, TypeError, RuntimeError) as err:
+        full = {**defaults, **args}
+        differ = [f'{k}={full[k]!r} vs {v!r} in the weights' for k, v in inferred.items()
+                  if list(np.atleast_1d(full[k])) != list(np.atleast_1d(v))]
+        reason = '; '.join(differ) if differ else str(err).strip().splitlines()[0]
+        raise ValueError(f'Weights in {weights} do not fit DSMNet({source}): {reason}') from None
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- running
+
+def pick_device(name):
+    """``torch.device`` for ``--device`` auto|cpu|cuda."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda: no CUDA device is available (use --device cpu)')
+    return torch.device(name)
+
+
+def precision_context(device, precision):
+    """Autocast context for ``--precision``: convolutions in fp16/bf16, reductions in fp32."""
+    if precision == 'fp32':
+        return contextlib.nullcontext()
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32')
+    return torch.autocast(device.type, dtype=torch.float16 if precision == 'fp16' else torch.bfloat16)
+
+
+class Deraining:
+    """Derains one image at a time with a fixed model, device, precision and tiling policy.
+
+    Args:
+        model (nn.Module): the network, any image-to-image model.
+        device (torch.device): where it runs.
+        precision (str): fp32, fp16 or bf16 (see :func:`precision_context`).
+        tile (int | str | None): tile side, ``'auto'`` (from the free memory) or ``None`` (whole image).
+        overlap (int): least overlap of neighbouring tiles.
+        batch_size (int): tiles per forward pass.
+        multiple (int): the model pads its input to a multiple of this (see :func:`tiled_forward`).
+    """
+
+    def __init__(self, model, device, precision='fp32', tile='auto', overlap=DEFAULT_OVERLAP, batch_size=1,
+                 multiple=1):
+        self.model = model.to(device)
+        self.device = device
+        self.autocast = precision_context(device, precision)
+        self.tile, self.overlap, self.batch_size, self.multiple = tile, overlap, batch_size, multiple
+        self._bytes_per_pixel = None
+
+    def tile_for(self, height, width):
+        """The tile side for a ``height x width`` image (``None``: in one piece)."""
+        if self.tile != 'auto':
+            return self.tile
+        with self.autocast:
+            if self._bytes_per_pixel is None:
+                self._bytes_per_pixel = activation_bytes_per_pixel(self.model, device=self.device)
+            return auto_tile(self._bytes_per_pixel, height, width, MEMORY_SHARE * free_memory(self.device),
+                             self.batch_size, self.overlap)
+
+    def __call__(self, bgr, progress=None):
+        """Derain a float BGR ``H x W x 3`` image; ``progress(n)`` is called as tiles finish."""
+        tile = self.tile_for(*bgr.shape[:2])
+        tensor = img2tensor(bgr, bgr2rgb=True, float32=True)[None]
+        with self.autocast:
+            out = tiled_forward(self.model, tensor, tile, self.overlap, self.batch_size, self.multiple, self.device,
+                                progress)
+        return tensor2img(out, rgb2bgr=True, out_type=np.float32)
+
+    def tiles_for(self, height, width):
+        return count_tiles(height, width, self.tile_for(height, width), self.overlap, self.multiple)
+
+
+def derain_file(derain, src, dst, cmp=None, tile_bar=None):
+    """Derain ``src`` into ``dst`` (and an input | output image into ``cmp``).
+
+    Returns the number of pixels and the notes to report (format limits met on writing).
+    """
+    bgr, alpha, gray, dtype = read_image(src)
+    if tile_bar is not None:
+        tile_bar.reset(total=derain.tiles_for(*bgr.shape[:2]))
+    out = derain(bgr, progress=tile_bar.update if tile_bar is not None else None)
+    ext = dst.suffix.lower()
+    img, notes = to_file_image(out, alpha, gray, dtype, ext)
+    write_image(dst, img)
+    if cmp is not None:
+        before, _ = to_file_image(bgr, alpha, gray, dtype, ext)
+        write_image(cmp, np.concatenate([before, img], axis=1))
+    return bgr.shape[0] * bgr.shape[1], notes
+
+
+def tile_arg(value):
+    """``--tile``: 'auto', 0 (whole image) or a side in pixels."""
+    if value == 'auto':
+        return value
+    try:
+        side = int(value)
+    except ValueError:
+        side = -1
+    if side < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 0 or a tile side in pixels, got {value!r}")
+    return side or None
+
+
+def ext_arg(value):
+    ext = '.' + value.lower().lstrip('.')
+    if ext not in IMAGE_EXTENSIONS:
+        raise argparse.ArgumentTypeError(f'unsupported output format {value!r}; one of {", ".join(IMAGE_EXTENSIONS)}')
+    return ext
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog='dsmnet-derain', description='Derain photos with trained DSM-Net weights.')
+    parser.add_argument('-i', '--input', required=True, help='image file, folder or glob pattern (quote it)')
+    parser.add_argument('-o', '--output', required=True, help='output folder (never one of the inputs)')
+    parser.add_argument('--weights', required=True,
+                        help="BasicSR net_g_*.pth ('params_ema' preferred over 'params') or a bare state dict")
+    parser.add_argument('--opt', help='training options file whose network_g gives the DSMNet arguments '
+                        '(default: read them off the weights)')
+    parser.add_argument('--recursive', action='store_true', help='also take images in subfolders of a folder INPUT')
+    parser.add_argument('--ext', type=ext_arg, help='output format, e.g. png (default: the input\'s)')
+    parser.add_argument('--tile', type=tile_arg, default='auto',
+                        help="tile side in pixels, 0 for the whole image, or 'auto' (default): the whole image if "
+                        'it fits in half the free memory, else the largest tile that does')
+    parser.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,
+                        help=f'least overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})')
+    parser.add_argument('--batch', type=int, help='tiles per forward pass (default: 4 on a GPU, 1 on the CPU)')
+    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
+    parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
+                        help='fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
+    parser.add_argument('--compare', action='store_true', help='also write input | derained to OUTDIR/compare/')
+    args = parser.parse_args(argv)
+    if args.tile_overlap < 0:
+        parser.error(f'--tile-overlap must be >= 0, got {args.tile_overlap}')
+    if args.batch is not None and args.batch < 1:
+        parser.error(f'--batch must be >= 1, got {args.batch}')
+    return args
+
+
+def main(argv=None):
+    """Command line entry point; returns the exit status (0 all done, 1 some files failed, 2 bad setup)."""
+    args = parse_args(argv)
+    try:
+        plan = plan_outputs(find_images(args.input, args.recursive), args.output, args.ext, args.compare)
+        device = pick_device(args.device)
+        batch = args.batch or (4 if device.type == 'cuda' else 1)
+        model = build_model(args.weights, args.opt)
+        multiple = 2**(model.num_levels - 1)  # DSMNet pads to this; tiles shrink by up to multiple - 1 to match
+        if isinstance(args.tile, int) and args.tile - (multiple - 1) <= 2 * args.tile_overlap:
+            raise ValueError(f'--tile {args.tile} must exceed twice --tile-overlap ({args.tile_overlap}) '
+                             f'by at least {multiple - 1} for this DSMNet')
+        derain = Deraining(model, device, args.precision, args.tile, args.tile_overlap, batch, multiple)
+    except (ValueError, FileNotFoundError, MemoryError) as err:
+        print(f'dsmnet-derain: error: {err}', file=sys.stderr)
+        return 2
+
+    failed, megapixels, start = [], 0.0, time.perf_counter()
+    with tqdm(plan, desc='files', unit='file', disable=None) as file_bar, \
+            tqdm(desc='tiles', unit='tile', leave=False, disable=None) as tile_bar:
+        for src, dst, cmp in file_bar:
+            try:
+                pixels, notes = derain_file(derain, src, dst, cmp, tile_bar)
+            except (ValueError, OSError, MemoryError, RuntimeError, cv2.error) as err:
+                # RuntimeError covers out-of-memory errors of torch; the other files may still fit
+                failed.append(src)
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                tqdm.write(f'Skipped {src}: {reason}', file=sys.stderr)
+                continue
+            for note in notes:
+                tqdm.write(f'{dst}: {note}', file=sys.stderr)
+            megapixels += pixels / 1e6
+    seconds = time.perf_counter() - start
+    done = len(plan) - len(failed)
+    rate = f'{seconds / megapixels:.2f} s/MP' if megapixels else 'n/a s/MP'
+    print(f'Derained {done} file(s), {len(failed)} failed, {megapixels:.3g} MP in {seconds:.1f} s ({rate}) '
+          f'-> {args.output}')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

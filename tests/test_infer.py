@@ -1,0 +1,416 @@
+"""The inference command (dsmnet_arch.infer) and the tiled forward pass behind it (dsmnet_arch.tiling)."""
+import inspect
+import math
+import os
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import dsmnet_arch.infer as infer
+from basicsr.metrics.psnr_ssim import calculate_psnr_pt
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.tiling import (DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, axis_weights, count_tiles,
+                                tile_side, tile_starts, tiled_forward)
+
+from conftest import REPO, run_entry
+
+SMALL = dict(num_feat=8, num_levels=2, num_subspaces=4)  # a DSMNet fast enough for many small runs
+
+
+def small_dsmnet(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return DSMNet(**{**SMALL, **overrides}).eval()
+
+
+def smooth_image(height, width, channels=3, seed=0):
+    """A float image in [0, 1] with smooth structure and thin bright streaks (like rain)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    planes = [0.5 + 0.3 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(4, 11) + c) for c in range(channels)]
+    img = np.stack(planes, -1) + 0.3 * (((xx + 3 * yy).astype(int) % 9) == 0)[..., None]
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def to_tensor(img):
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """A BasicSR-style checkpoint of a small random-weight DSMNet, and the model itself."""
+    model = small_dsmnet()
+    path = tmp_path_factory.mktemp('weights') / 'net_g_latest.pth'
+    torch.save({'params': model.state_dict()}, path)
+    return str(path), model
+
+
+def run(args):
+    """Run the command in this process; returns the exit status."""
+    return infer.main([str(a) for a in args])
+
+
+# ----------------------------------------------------------------------------- tiling
+
+@pytest.mark.parametrize('length,tile,overlap', [(100, 32, 8), (33, 32, 8), (257, 64, 16), (10, 32, 8), (97, 40, 0),
+                                                 (113, 64, 16)])
+def test_tiles_cover_the_axis_with_the_overlap_and_weights_sum_to_one(length, tile, overlap):
+    tile = min(tile, length)
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + tile == length
+    steps = np.diff(starts)
+    assert (steps > 0).all() and (steps <= tile - overlap).all()
+    if len(starts) > 1:  # the fewest tiles: one less could not cover the axis with this overlap
+        assert (len(starts) - 2) * (tile - overlap) + tile < length
+    weights = axis_weights(length, tile, starts)
+    total = torch.zeros(length)
+    for start, w in zip(starts, weights):
+        assert w.shape == (tile, ) and (w >= 0).all()
+        total[start:start + tile] += w
+    torch.testing.assert_close(total, torch.ones(length))
+    # a tile's weight is 1 where no other tile reaches, in particular at the image borders
+    assert weights[0][0] == 1 and weights[-1][-1] == 1
+
+
+@pytest.mark.parametrize('size,tile,overlap,batch', [((7, 5), 16, 4, 1), ((37, 53), 16, 4, 3), ((64, 64), 24, 8, 2),
+                                                     ((40, 9), 16, 0, 5)])
+def test_tiled_forward_of_a_pointwise_model_equals_the_whole_image(size, tile, overlap, batch):
+    # with no spatial context, every tile computes exactly the whole image's values: only the blending shows
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 1)
+    x = torch.rand(2, 3, *size)
+    calls = []
+    with torch.no_grad():
+        expected = model(x)
+    out = tiled_forward(model, x, tile, overlap, batch_size=batch, progress=calls.append)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    tiles = count_tiles(*size, tile, overlap)
+    assert sum(calls) == 2 * tiles and max(calls) <= batch
+    assert tiles == len(tile_starts(size[0], min(tile, size[0]), overlap)) * len(
+        tile_starts(size[1], min(tile, size[1]), overlap))
+
+
+def test_tiled_dsmnet_matches_the_whole_image_at_the_default_overlap():
+    # DSMNet's channel attention pools over the whole input and its subspace attention normalises
+    # over all positions, so tiles cannot be exact; the documented tolerance is >= 40 dB
+    model = small_dsmnet(num_levels=3)
+    tile = 2 * DEFAULT_OVERLAP + 32
+    x = to_tensor(smooth_image(tile + 37, tile + 53))  # odd sizes, 2 x 2 tiles
+    with torch.no_grad():
+        whole = model(x)
+    tiled = tiled_forward(model, x, tile, DEFAULT_OVERLAP, batch_size=3, multiple=4)
+    assert count_tiles(*x.shape[-2:], tile, DEFAULT_OVERLAP, multiple=4) == 4
+    assert calculate_psnr_pt(tiled.clamp(0, 1), whole.clamp(0, 1), crop_border=0).item() >= 40
+    # the model does change the image, so the agreement is not trivial
+    assert calculate_psnr_pt(whole.clamp(0, 1), x, crop_border=0).item() < 35
+    torch.testing.assert_close(tiled_forward(model, x, tile, DEFAULT_OVERLAP, multiple=4), tiled, atol=1e-5, rtol=1e-5)
+
+
+def test_tile_sides_keep_the_remainder_of_the_models_padding_multiple():
+    assert [tile_side(96, length, 8) for length in (133, 136, 90, 97)] == [93, 96, 90, 89]
+    assert tile_side(None, 50, 8) == 50 and tile_side(96, 133) == 96
+
+
+def test_tile_must_exceed_twice_the_overlap():
+    with pytest.raises(ValueError, match='Tile size 16 must exceed twice the tile overlap 8'):
+        tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 40, 40), 16, 8)
+    # a tile as large as the image needs no overlap
+    assert tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 10, 12), 16, 8).shape == (1, 3, 10, 12)
+
+
+def test_activation_memory_is_measured_per_pixel():
+    # conv 3 -> 16 -> 16: the peak holds both 16-channel float maps, 2 * 16 * 4 bytes per pixel
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1))
+    assert activation_bytes_per_pixel(model) == pytest.approx(2 * 16 * 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert activation_bytes_per_pixel(model) < 2 * 16 * 4
+
+
+def test_auto_tile_fits_the_budget():
+    assert auto_tile(1000, 100, 100, budget=1e7) is None  # the whole image fits
+    side = auto_tile(1000, 4000, 3000, budget=1e9, batch_size=2)
+    assert side % 32 == 0 and 2 * side**2 * 1000 <= 1e9 < 2 * (side + 32)**2 * 1000
+    with pytest.raises(MemoryError, match='Not enough free memory for even a 96x96 tile'):
+        auto_tile(1000, 4000, 3000, budget=1e6, overlap=32)
+
+
+# ----------------------------------------------------------------------------- images in and out
+
+FORMATS = [
+    ('.png', 'gray', np.uint8), ('.png', 'gray', np.uint16), ('.png', 'rgb', np.uint8), ('.png', 'rgb', np.uint16),
+    ('.png', 'rgba', np.uint8), ('.png', 'rgba', np.uint16),
+    ('.tif', 'gray', np.uint8), ('.tif', 'gray', np.uint16), ('.tif', 'rgb', np.uint8), ('.tif', 'rgb', np.uint16),
+    ('.tif', 'rgba', np.uint8), ('.tif', 'rgba', np.uint16),
+    ('.bmp', 'gray', np.uint8), ('.bmp', 'rgb', np.uint8), ('.bmp', 'rgba', np.uint8),
+    ('.jpg', 'gray', np.uint8), ('.jpg', 'rgb', np.uint8),
+    ('.webp', 'rgb', np.uint8), ('.webp', 'rgba', np.uint8),
+]
+
+
+def make_file_image(layout, dtype, height=21, width=30, seed=0):
+    """A ``layout`` (gray, rgb, rgba) image of ``dtype`` in OpenCV's channel order."""
+    img = smooth_image(height, width, 1 if layout == 'gray' else 3, seed)
+    img = (img * np.iinfo(dtype).max).round().astype(dtype)
+    if layout == 'gray':
+        return img[..., 0]
+    if layout == 'rgba':
+        alpha = np.random.default_rng(seed).integers(0, np.iinfo(dtype).max, (height, width), dtype=dtype)
+        img = np.dstack([img, alpha])
+    return img
+
+
+def expected_output(model, file_img):
+    """What the command should write: the model on the RGB float image, back in the file's layout."""
+    dtype = file_img.dtype
+    scale = np.iinfo(dtype).max
+    bgr = file_img if file_img.ndim == 3 else np.repeat(file_img[..., None], 3, -1)
+    rgb = bgr[..., 2::-1].astype(np.float32) / scale
+    with torch.no_grad():
+        out = model(to_tensor(rgb))[0].clamp(0, 1).numpy().transpose(1, 2, 0)[..., ::-1]
+    if file_img.ndim == 2:
+        out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2GRAY)
+    return out * scale
+
+
+@pytest.mark.parametrize('ext,layout,dtype', FORMATS, ids=[f'{e[1:]}-{l}-{d.__name__}' for e, l, d in FORMATS])
+def test_formats_round_trip_with_size_depth_and_channels(tmp_path, weights, ext, layout, dtype):
+    path, model = weights
+    file_img = make_file_image(layout, dtype)
+    src = tmp_path / 'in' / f'photo{ext}'
+    src.parent.mkdir()
+    assert cv2.imwrite(str(src), file_img)
+    written = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)  # what the encoder kept (jpg and webp are lossy)
+
+    assert run(['-i', src, '-o', tmp_path / 'out', '--weights', path]) == 0
+    out = cv2.imread(str(tmp_path / 'out' / f'photo{ext}'), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == dtype and out.shape == written.shape
+    if layout == 'rgba':
+        np.testing.assert_array_equal(out[..., 3], written[..., 3])  # alpha untouched
+    colour = out[..., :3] if layout == 'rgba' else out
+    reference = expected_output(model, written[..., :3] if layout == 'rgba' else written)
+    error = np.abs(colour.astype(np.float64) - reference) / np.iinfo(dtype).max
+    if ext in ('.jpg', '.webp'):  # lossy: compare on average
+        assert error.mean() < 0.02
+    else:
+        assert error.max() <= 1.01 / np.iinfo(dtype).max  # rounding only
+
+
+def test_output_format_can_change_and_the_limits_are_reported(tmp_path, weights, capsys):
+    path, _ = weights
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'deep.png'), make_file_image('rgba', np.uint16))
+    assert run(['-i', tmp_path / 'in', '-o', tmp_path / 'out', '--weights', path, '--ext', 'JPG']) == 0
+    out = cv2.imread(str(tmp_path / 'out' / 'deep.jpg'), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint8 and out.shape == (21, 30, 3)
+    err = capsys.readouterr().err
+    assert '.jpg stores 8 bits per sample' in err and '.jpg has no alpha channel' in err
+
+
+@pytest.mark.parametrize('height,width', [(7, 5), (5, 7), (9, 13)])
+@pytest.mark.parametrize('tiling', [['--tile', '0'], ['--tile', 'auto'], ['--tile', '6', '--tile-overlap', '2']],
+                         ids=['whole', 'auto', 'tiles'])
+def test_odd_tiny_images(tmp_path, weights, height, width, tiling):
+    path, model = weights
+    file_img = make_file_image('rgb', np.uint8, height, width)
+    cv2.imwrite(str(tmp_path / 'tiny.png'), file_img)
+    assert run(['-i', tmp_path / 'tiny.png', '-o', tmp_path / 'out', '--weights', path, *tiling]) == 0
+    out = cv2.imread(str(tmp_path / 'out' / 'tiny.png'))
+    assert out.shape == (height, width, 3)
+    error = np.abs(out - expected_output(model, file_img))
+    if tiling[1] == '6':  # 5- or 6-pixel tiles: blended, close to the whole image but not equal
+        assert error.mean() < 3
+    else:
+        assert error.max() <= 1.01
+
+
+def test_corrupt_file_is_skipped_by_name_and_the_exit_status_is_1(tmp_path, weights):
+    path, _ = weights
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a_good.png'), make_file_image('rgb', np.uint8))
+    (folder / 'b_broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 this is not really a jpeg')
+    (folder / 'c_empty.png').write_bytes(b'')
+    cv2.imwrite(str(folder / 'd_good.bmp'), make_file_image('gray', np.uint8))
+    (folder / 'notes.txt').write_text('not an image, not an input')
+    proc = run_entry(['-m', 'dsmnet_arch.infer', '-i', folder, '-o', tmp_path / 'out', '--weights', path], cwd=REPO)
+    assert proc.returncode == 1, proc.stderr
+    assert f'Skipped {folder / "b_broken.jpg"}: not a readable image' in proc.stderr
+    assert f'Skipped {folder / "c_empty.png"}: not a readable image' in proc.stderr
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.png', 'd_good.bmp']
+    assert 'Derained 2 file(s), 2 failed' in proc.stdout and 's/MP' in proc.stdout
+
+
+def test_inputs_are_found_in_folders_subfolders_and_globs(tmp_path):
+    for rel in ('a.png', 'B.JPG', 'sub/c.tif', 'sub/deeper/d.webp', 'sub/readme.md'):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b'x')
+
+    def names(found):
+        return [str(rel) for _, rel in found]
+
+    assert names(infer.find_images(str(tmp_path))) == ['B.JPG', 'a.png']
+    assert names(infer.find_images(str(tmp_path), recursive=True)) == [
+        'B.JPG', 'a.png', os.path.join('sub', 'c.tif'), os.path.join('sub', 'deeper', 'd.webp')]
+    assert names(infer.find_images(str(tmp_path / 'sub' / '**' / '*.*'))) == [
+        'c.tif', os.path.join('deeper', 'd.webp')]
+    assert names(infer.find_images(str(tmp_path / 'sub' / 'readme.md'))) == ['readme.md']  # named: taken as is
+    with pytest.raises(ValueError, match='Input not found: .*missing.png'):
+        infer.find_images(str(tmp_path / 'missing.png'))
+    with pytest.raises(ValueError, match='No images .* found in .*'):
+        infer.find_images(str(tmp_path / 'sub' / '*.md'))
+
+
+def test_inputs_are_never_overwritten(tmp_path, weights, capsys):
+    path, _ = weights
+    src = tmp_path / 'photo.png'
+    cv2.imwrite(str(src), make_file_image('rgb', np.uint8))
+    before = src.read_bytes()
+    assert run(['-i', tmp_path, '-o', tmp_path, '--weights', path]) == 2
+    assert f'Refusing to write {src}: it would overwrite the input {src}' in capsys.readouterr().err
+    assert run(['-i', src, '-o', tmp_path / '.', '--weights', path]) == 2
+    assert src.read_bytes() == before
+    # two inputs that would land in one output file are refused before anything is written
+    cv2.imwrite(str(tmp_path / 'photo.jpg'), make_file_image('rgb', np.uint8))
+    assert run(['-i', tmp_path, '-o', tmp_path / 'out', '--weights', path, '--ext', 'png']) == 2
+    assert 'would both be written to' in capsys.readouterr().err and not (tmp_path / 'out').exists()
+
+
+def test_compare_writes_input_and_output_side_by_side(tmp_path, weights):
+    path, _ = weights
+    file_img = make_file_image('gray', np.uint16)
+    cv2.imwrite(str(tmp_path / 'g.png'), file_img)
+    assert run(['-i', tmp_path / 'g.png', '-o', tmp_path / 'out', '--weights', path, '--compare']) == 0
+    side = cv2.imread(str(tmp_path / 'out' / 'compare' / 'g.png'), cv2.IMREAD_UNCHANGED)
+    out = cv2.imread(str(tmp_path / 'out' / 'g.png'), cv2.IMREAD_UNCHANGED)
+    assert side.shape == (21, 60) and side.dtype == np.uint16
+    np.testing.assert_array_equal(side[:, :30], file_img)
+    np.testing.assert_array_equal(side[:, 30:], out)
+
+
+def test_precision_and_device_choices(tmp_path, weights, capsys):
+    path, model = weights
+    file_img = make_file_image('rgb', np.uint8)
+    cv2.imwrite(str(tmp_path / 'p.png'), file_img)
+    args = ['-i', tmp_path / 'p.png', '--weights', path, '--device', 'cpu']
+    assert run(args + ['-o', tmp_path / 'fp16', '--precision', 'fp16']) == 2
+    assert 'fp16 needs a CUDA GPU; on the CPU use bf16 or fp32' in capsys.readouterr().err
+    assert run(args + ['-o', tmp_path / 'bf16', '--precision', 'bf16']) == 0
+    out = cv2.imread(str(tmp_path / 'bf16' / 'p.png')).astype(np.float64)
+    assert np.abs(out - expected_output(model, file_img)).mean() < 2  # bf16 rounding, not garbage
+    if not torch.cuda.is_available():
+        assert run(args[:-2] + ['-o', tmp_path / 'gpu', '--device', 'cuda']) == 2
+        assert 'no CUDA device is available' in capsys.readouterr().err
+
+
+def test_auto_tile_splits_an_image_that_does_not_fit(monkeypatch, weights):
+    _, model = weights
+    derain = infer.Deraining(model, torch.device('cpu'), tile='auto')
+    assert derain.tile_for(200, 300) is None  # plenty of memory here
+    per_pixel = activation_bytes_per_pixel(model)
+    monkeypatch.setattr(infer, 'free_memory', lambda device: 2 * 160 * 160 * per_pixel / infer.MEMORY_SHARE)
+    assert derain.tile_for(200, 300) == 224 and derain.tiles_for(200, 300) == 2  # 224 = 160 * sqrt(2) // 32 * 32
+    img = smooth_image(200, 300)
+    with torch.no_grad():
+        whole = model(to_tensor(img[..., ::-1].copy()))[0].clamp(0, 1).numpy().transpose(1, 2, 0)[..., ::-1]
+    assert 10 * math.log10(1 / np.mean((derain(img) - whole)**2)) >= 40
+
+
+# ----------------------------------------------------------------------------- weights and arguments
+
+class _Marker:
+    """Unpickling this object creates a file: what a malicious checkpoint could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    evil = tmp_path / 'evil.pth'
+    torch.save({'params': _Marker(str(marker))}, evil)
+    (tmp_path / 'p.png').write_bytes(cv2.imencode('.png', make_file_image('rgb', np.uint8))[1].tobytes())
+    assert run(['-i', tmp_path / 'p.png', '-o', tmp_path / 'out', '--weights', evil]) == 2
+    err = capsys.readouterr().err
+    assert f'Cannot load checkpoint {evil}: not a readable PyTorch checkpoint' in err and len(err.splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / 'out').exists()
+    with open(evil, 'rb') as f:  # the file is really malicious: a plain unpickler runs the code
+        torch.load(f, weights_only=False, pickle_module=pickle)['params'].close()
+    assert marker.exists()
+
+
+def test_files_that_are_not_dsmnet_weights_are_refused(tmp_path):
+    text = tmp_path / 'notes.pth'
+    text.write_text('hello')
+    with pytest.raises(ValueError, match=f'Cannot load checkpoint {text}'):
+        infer.build_model(str(text))
+    optimizer_state = tmp_path / 'state.pth'
+    torch.save({'iter': 3, 'optimizers': [{'lr': 0.1}]}, optimizer_state)
+    with pytest.raises(ValueError, match=f'Cannot use {optimizer_state}: expected a state dict of tensors'):
+        infer.build_model(str(optimizer_state))
+    other = tmp_path / 'other.pth'
+    torch.save(torch.nn.Conv2d(3, 3, 3).state_dict(), other)
+    with pytest.raises(ValueError, match=f'Weights in {other} are not DSMNet weights'):
+        infer.build_model(str(other))
+
+
+def test_params_ema_is_preferred_and_bare_state_dicts_load(tmp_path):
+    ema, plain = small_dsmnet(seed=1).state_dict(), small_dsmnet(seed=2).state_dict()
+    cases = {'both.pth': {'params': plain, 'params_ema': ema}, 'params.pth': {'params': plain},
+             'bare.pth': ema, 'ddp.pth': {'params': {f'module.{k}': v for k, v in plain.items()}}}
+    for name, content in cases.items():
+        torch.save(content, tmp_path / name)
+    expected = {'both.pth': ema, 'params.pth': plain, 'bare.pth': ema, 'ddp.pth': plain}
+    for name, state in expected.items():
+        loaded = infer.build_model(str(tmp_path / name)).state_dict()
+        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state), name
+
+
+VARIANTS = [
+    dict(),
+    dict(num_feat=12, num_levels=3, num_subspaces=4, reduction=3),
+    dict(num_levels=4, kernel_sizes=(5, 1, 3), dilated=True, attention='ca+sp', dense_fusion=False),
+    dict(num_levels=3, kernel_sizes=(3, 7), attention='sa', across_down=False),
+    dict(num_levels=3, attention='sp', across_up=False, across_down=False, dense_fusion=False),
+    dict(num_levels=1, attention='sp+sa', num_subspaces=8),
+]
+
+
+@pytest.mark.parametrize('variant', VARIANTS, ids=[str(i) for i in range(len(VARIANTS))])
+def test_arguments_inferred_from_the_weights_match_the_options_file(tmp_path, variant):
+    args = {**SMALL, **variant}
+    args = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    model = small_dsmnet(**variant)
+    torch.save({'params': model.state_dict()}, tmp_path / 'w.pth')
+    opt = tmp_path / 'train.yml'
+    opt.write_text(yaml.safe_dump({'name': 'x', 'network_g': {'type': 'DSMNet', **args}}))
+    x = to_tensor(smooth_image(24, 20))
+    with torch.no_grad():
+        expected = model(x)
+        for built in (infer.build_model(str(tmp_path / 'w.pth')), infer.build_model(str(tmp_path / 'w.pth'), opt)):
+            torch.testing.assert_close(built(x), expected)
+    inferred = infer.infer_dsmnet_args(model.state_dict())
+    defaults = {k: p.default for k, p in inspect.signature(DSMNet).parameters.items()}
+    for key, value in inferred.items():  # whatever the keys tell is right
+        assert np.array_equal(np.atleast_1d(value), np.atleast_1d(args.get(key, defaults[key]))), key
+
+
+def test_options_that_do_not_fit_the_weights_are_named(tmp_path):
+    torch.save({'params': small_dsmnet().state_dict()}, tmp_path / 'w.pth')
+    opt = tmp_path / 'train.yml'
+    opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', **SMALL, 'num_feat': 16, 'reduction': 2}}))
+    with pytest.raises(ValueError) as err:
+        infer.build_model(str(tmp_path / 'w.pth'), str(opt))
+    assert str(err.value) == (f'Weights in {tmp_path / "w.pth"} do not fit DSMNet(network_g of {opt}): '
+                              'num_feat=16 vs 8 in the weights; reduction=2 vs 4 in the weights')
+    opt.write_text(yaml.safe_dump({'network_g': {'type': 'MSRResNet', 'num_feat': 8}}))
+    with pytest.raises(ValueError, match='network_g must be a section with "type: DSMNet", got type .MSRResNet.'):
+        infer.build_model(str(tmp_path / 'w.pth'), str(opt))
+    opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', 'num_feats': 8}}))
+    with pytest.raises(ValueError, match='Unknown DSMNet arguments in network_g of .*: num_feats'):
+        infer.build_model(str(tmp_path / 'w.pth'), str(opt))
