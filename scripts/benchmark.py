@@ -1,0 +1,410 @@
+"""Speed and memory of DSM-Net against the machine's own limit, as a markdown table and JSON.
+
+    python scripts/benchmark.py [--device cpu|cuda] [--precision fp32|bf16] [--json FILE] [--quick]
+
+One run measures, in this order:
+
+- the reference: a plain 3x3 convolution with num_feat channels, forward + backward on
+  32 x C x 64 x 64 and forward only on 1 x C x 512 x 512, each in its faster memory format
+  (contiguous or channels-last): the practical limit of the machine for this kind of network;
+- the DSM-Net training step (forward, MSE + SSIM loss, backward, Adam step) on the paper's batch
+  of 32 x 3 x 64 x 64 patches: seconds per step, patches/s, GFLOP/s and its fraction of the
+  reference's forward + backward GFLOP/s;
+- inference on 256, 512 and 1024 pixels square: ms per megapixel, GFLOP/s, fraction of the
+  reference's forward GFLOP/s, peak memory; and a 12 MP (4000 x 3000) image in tiles
+  (``dsmnet_arch.tiling.tiled_forward``, overlap 64, the tile side up to ``--tile`` that computes
+  the fewest pixels), one timed run after a warm-up on one tile;
+- the data pipeline: BasicSR's PairedImageDataset with the paper's 64 x 64 random crop and flips,
+  from PNG files and from LMDB (``basicsr.utils.lmdb_util``; a small generated set of 481 x 321
+  pairs, the size of Rain100L, in a temporary folder), in samples/s of one worker, against the
+  patches/s the training step consumes. "data share" is the share of the iteration time spent
+  loading when one worker loads in turn with the training step (an upper bound for BasicSR's
+  data time on a machine whose cores are all busy training).
+
+GFLOP/s always counts the FLOPs of the straightforward model of the specification
+(``torch.utils.flop_counter``: convolutions and matrix products; a backward pass counts the input
+and the weight gradients), never extra arithmetic an optimised implementation might do. Times
+are the best of ``--repeats`` runs after one warm-up; the reference and the model are timed in
+the same run, so their ratio holds on a busy machine. Peak memory: on a GPU the peak memory
+allocated by PyTorch; on the CPU the peak resident memory of this whole process (Linux), Python
+and the image included. ``--quick`` runs the same measurements on tiny sizes as a smoke test.
+"""
+import argparse
+import contextlib
+import ctypes
+import datetime
+import io
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import dsmnet_arch  # noqa: F401  (BasicSR compatibility fixes before basicsr is imported)
+from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
+from dsmnet_arch.tiling import count_tiles, tile_side, tiled_forward
+
+# sizes of a full run (the paper's training batch) and of a smoke run
+PRESETS = {
+    'full': dict(num_feat=32, batch=32, patch=64, reference_side=512, sides=(256, 512, 1024), large=(3000, 4000),
+                 tile=1088, overlap=64, pairs=16, pair_size=(321, 481), samples=256),
+    'quick': dict(num_feat=8, batch=2, patch=32, reference_side=64, sides=(32, 64), large=(96, 128),
+                  tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8),
+}
+MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn, repeats, device):
+    """Least wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _status_kib(field):
+    with open('/proc/self/status') as f:
+        return int(re.search(rf'{field}:\s+(\d+) kB', f.read()).group(1))
+
+
+class PeakMemory:
+    """Peak memory a block of code adds, in bytes (``None`` where it cannot be measured).
+
+    CUDA: the peak memory allocated by PyTorch on the device. CPU (Linux): the peak resident set
+    size of the process while the block runs minus the resident size before it, so the memory
+    of Python and its libraries is left out. Heap memory freed earlier is first handed back to
+    the system (glibc ``malloc_trim``), so that reusing it does not hide the block's peak.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.bytes = None
+        self._start = None
+
+    def __enter__(self):
+        if self.device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
+        with contextlib.suppress(OSError, AttributeError):
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')  # resets the peak resident size (VmHWM) to the current one
+            self._start = _status_kib('VmRSS')
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            self.bytes = torch.cuda.max_memory_allocated(self.device)
+        elif self._start is not None:
+            self.bytes = (_status_kib('VmHWM') - self._start) * 1024
+
+
+def spec_flops(num_feat, shape, train):
+    """FLOPs of the straightforward model of the spec: one forward (+ backward when ``train``)."""
+    with torch.device('meta'):
+        model = DSMNet(num_feat=num_feat).train(train)
+        x = torch.empty(shape)
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
+        out = model(x)
+        if train:
+            out.sum().backward()
+    return counter.get_total_flops()
+
+
+def reference_conv(num_feat, shape, train, device, autocast, repeats):
+    """GFLOP/s of a 3x3 convolution C -> C on ``shape``, forward (+ backward), in its faster memory format."""
+    results = []
+    for name, memory_format in MEMORY_FORMATS.items():
+        conv = nn.Conv2d(num_feat, num_feat, 3, padding=1).to(device, memory_format=memory_format)
+        x = torch.randn(shape, device=device).contiguous(memory_format=memory_format).requires_grad_(train)
+
+        def step():
+            with autocast, torch.set_grad_enabled(train):
+                y = conv(x)
+            if train:
+                y.backward(torch.ones_like(y))
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        seconds = best_time(step, repeats, device)
+        results.append(dict(shape=list(shape), memory_format=name, seconds=seconds,
+                            gflops=counter.get_total_flops() / seconds / 1e9))
+    return max(results, key=lambda r: r['gflops'])
+
+
+def training_step(cfg, device, autocast, repeats):
+    """Seconds per DSM-Net training step as DerainModel runs it, on random [0, 1] patches."""
+    torch.manual_seed(0)
+    shape = (cfg['batch'], 3, cfg['patch'], cfg['patch'])
+    net = DSMNet(num_feat=cfg['num_feat']).to(device).train()
+    criterion = MSESSIMLoss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    lq = torch.rand(shape, device=device)
+    gt = (lq * 0.8 + 0.1).clamp(0, 1)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = net(lq)
+        criterion(out.float(), gt).backward()
+        optimizer.step()
+
+    seconds = best_time(step, repeats, device)
+    gflop = spec_flops(cfg['num_feat'], shape, train=True) / 1e9
+    return dict(shape=list(shape), seconds=seconds, patches_per_s=shape[0] / seconds, gflop=gflop,
+                gflops=gflop / seconds)
+
+
+def inference(net, side, device, autocast, repeats, num_feat):
+    """Forward time and peak memory of one side x side image, whole."""
+    x = torch.rand(1, 3, side, side, device=device)
+
+    def run():
+        with torch.inference_mode(), autocast:
+            net(x)
+
+    with PeakMemory(device) as peak:
+        seconds = best_time(run, repeats, device)
+    gflop = spec_flops(num_feat, x.shape, train=False) / 1e9
+    return dict(shape=list(x.shape), seconds=seconds, ms_per_mp=seconds * 1e3 / (side * side / 1e6),
+                gflops=gflop / seconds, peak_bytes=peak.bytes)
+
+
+def least_work_tile(height, width, largest, overlap, multiple):
+    """The tile side up to ``largest`` for which tiled_forward computes the fewest pixels."""
+
+    def pixels(tile):
+        return count_tiles(height, width, tile, overlap, multiple) * (
+            tile_side(tile, height, multiple) * tile_side(tile, width, multiple))
+
+    return min(range(2 * overlap + multiple, largest + 1), key=lambda tile: (pixels(tile), -tile))
+
+
+def tiled_inference(net, cfg, device, autocast):
+    """One timed tiled forward pass of a large image (kept on the CPU, tiles on ``device``).
+
+    The peak memory includes the input image and the output.
+    """
+    height, width = cfg['large']
+    multiple = 2**(net.num_levels - 1)
+    overlap = cfg['overlap']
+    tile = least_work_tile(height, width, cfg['tile'], overlap, multiple)
+    sides = [tile_side(tile, height, multiple), tile_side(tile, width, multiple)]
+    with torch.inference_mode(), autocast:  # warm-up on one tile: the shape every tile has
+        net(torch.rand(1, 3, *sides, device=device))
+    synchronize(device)
+    with PeakMemory(device) as peak:
+        img = torch.rand(1, 3, height, width)
+        start = time.perf_counter()
+        with torch.inference_mode(), autocast:
+            tiled_forward(net, img, tile=tile, overlap=overlap, multiple=multiple, device=device)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    tiles = count_tiles(height, width, tile, overlap, multiple)
+    return dict(shape=[1, 3, height, width], tile=sides, overlap=overlap, tiles=tiles,
+                computed_pixels_ratio=tiles * sides[0] * sides[1] / (height * width), seconds=seconds,
+                ms_per_mp=seconds * 1e3 / (height * width / 1e6), peak_bytes=peak.bytes)
+
+
+def write_pairs(folder, count, size, seed=0):
+    """``count`` PNG pairs under ``folder/{input,target}``: smooth random photos, the input with streaks."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    names = [f'{i:04d}.png' for i in range(count)]
+    for sub in ('input', 'target'):
+        os.makedirs(os.path.join(folder, sub))
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i, name in enumerate(names):
+        coarse = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3)).astype(np.uint8)
+        clean = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        clean += rng.normal(0, 4, clean.shape)  # sensor noise: PNG files of a realistic size
+        rainy = clean + 80 * ((xx + 3 * yy + i) % 11 == 0)[..., None]
+        cv2.imwrite(os.path.join(folder, 'target', name), np.clip(clean, 0, 255).astype(np.uint8))
+        cv2.imwrite(os.path.join(folder, 'input', name), np.clip(rainy, 0, 255).astype(np.uint8))
+    return names
+
+
+def data_pipeline(cfg, repeats):
+    """Samples/s of one PairedImageDataset worker (paper crop and flips) from PNG files and from LMDB."""
+    rates = {}
+    with tempfile.TemporaryDirectory() as root:
+        names = write_pairs(root, cfg['pairs'], cfg['pair_size'])
+        keys = [os.path.splitext(name)[0] for name in names]
+        for sub in ('input', 'target'):
+            quiet = io.StringIO()  # make_lmdb_from_imgs prints its progress
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                make_lmdb_from_imgs(os.path.join(root, sub), os.path.join(root, f'{sub}.lmdb'), names, keys)
+        for backend, suffix in (('disk', ''), ('lmdb', '.lmdb')):
+            dataset = PairedImageDataset(
+                dict(dataroot_gt=os.path.join(root, 'target' + suffix), dataroot_lq=os.path.join(root, 'input' + suffix),
+                     io_backend=dict(type=backend), gt_size=cfg['patch'], use_hflip=True, use_rot=False, scale=1,
+                     phase='train'))
+            order = np.random.default_rng(0).integers(0, len(dataset), cfg['samples'])
+
+            def load():
+                for index in order:
+                    dataset[int(index)]
+
+            rates[backend] = cfg['samples'] / best_time(load, repeats, torch.device('cpu'))
+    return rates
+
+
+def header(args, device):
+    if device.type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            with open('/proc/cpuinfo') as f:
+                found = re.search(r'model name\s*:\s*(.+)', f.read())
+            name = found.group(1).strip() if found else name
+        name = f'{name}, {os.cpu_count()} logical cores'
+    return dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
+                command=' '.join(['python', 'scripts/benchmark.py', *map(shlex.quote, args.argv)]),
+                device=device.type, device_name=name, precision=args.precision, threads=torch.get_num_threads(),
+                torch=torch.__version__, preset='quick' if args.quick else 'full', repeats=args.repeats,
+                load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg') else None)
+
+
+def run(args):
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('benchmark: --device cuda, but PyTorch sees no CUDA device')
+    cfg = PRESETS['quick' if args.quick else 'full']
+    if args.tile:
+        cfg = dict(cfg, tile=args.tile)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == 'bf16')
+    results = dict(header=header(args, device))
+    c, patch, side = cfg['num_feat'], cfg['patch'], cfg['reference_side']
+
+    start = time.perf_counter()
+    log = (lambda message: print(f'{time.perf_counter() - start:7.1f} s  {message}', file=sys.stderr, flush=True)
+           ) if args.verbose else (lambda message: None)
+    log('reference convolutions')
+    results['reference'] = dict(
+        train=reference_conv(c, (cfg['batch'], c, patch, patch), True, device, autocast, args.repeats),
+        inference=reference_conv(c, (1, c, side, side), False, device, autocast, args.repeats))
+    log('training step')
+    train = training_step(cfg, device, autocast, args.repeats)
+    train['fraction'] = train['gflops'] / results['reference']['train']['gflops']
+    results['train_step'] = train
+
+    torch.manual_seed(0)
+    net = DSMNet(num_feat=c).to(device).eval()
+    results['inference'] = []
+    for s in cfg['sides']:
+        log(f'inference {s} x {s}')
+        row = inference(net, s, device, autocast, args.repeats, c)
+        row['fraction'] = row['gflops'] / results['reference']['inference']['gflops']
+        results['inference'].append(row)
+    log('tiled inference')
+    tiled = tiled_inference(net, cfg, device, autocast)
+    tiled['ratio_to_largest_whole'] = tiled['ms_per_mp'] / results['inference'][-1]['ms_per_mp']
+    results['tiled'] = tiled
+
+    log('data pipeline')
+    rates = data_pipeline(cfg, args.repeats)
+    consumed = train['patches_per_s']
+    results['data'] = dict(crop=patch, image_size=list(cfg['pair_size']), consumed_per_s=consumed, **{
+        backend: dict(samples_per_s=rate, share=consumed / (consumed + rate)) for backend, rate in rates.items()})
+    results['header']['load_average_end'] = list(os.getloadavg()) if hasattr(os, 'getloadavg') else None
+    return results
+
+
+def shape_str(shape):
+    return ' x '.join(map(str, shape))
+
+
+def megabytes(value):
+    return '-' if value is None else f'{value / 2**20:,.0f} MiB'
+
+
+def table(results):
+    """The results as markdown: a header list and one table."""
+    h = results['header']
+    load = h['load_average'] and ', '.join(f'{x:.1f}' for x in h['load_average'])
+    lines = [f'- date: {h["date"]}', f'- command: `{h["command"]}`', f'- device: {h["device_name"]} ({h["device"]})',
+             f'- precision: {h["precision"]}, threads: {h["threads"]}, torch {h["torch"]}, '
+             f'best of {h["repeats"]} after a warm-up', f'- load average (1, 5, 15 min) at start: {load}', '',
+             '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |',
+             '|---|---|---:|---:|---:|---:|---:|']
+    for name, row in (('reference 3x3 conv, fwd + bwd', results['reference']['train']),
+                      ('reference 3x3 conv, fwd', results['reference']['inference'])):
+        lines.append(f'| {name} | {shape_str(row["shape"])}, {row["memory_format"]} | {row["seconds"] * 1e3:.1f} ms '
+                     f'| | {row["gflops"]:.1f} | 1.00 | |')
+    t = results['train_step']
+    lines.append(f'| training step (fwd, loss, bwd, Adam) | {shape_str(t["shape"])} | {t["seconds"]:.2f} s '
+                 f'| {t["patches_per_s"]:.1f} patches/s | {t["gflops"]:.1f} | {t["fraction"]:.2f} | |')
+    for row in results['inference']:
+        lines.append(f'| inference | {shape_str(row["shape"])} | {row["ms_per_mp"]:,.0f} ms/MP | '
+                     f'{row["seconds"] * 1e3:,.0f} ms/image | {row["gflops"]:.1f} | {row["fraction"]:.2f} '
+                     f'| {megabytes(row["peak_bytes"])} |')
+    r = results['tiled']
+    lines.append(f'| inference, tiled ({r["tiles"]} tiles of {shape_str(r["tile"])}, overlap {r["overlap"]}, '
+                 f'{r["computed_pixels_ratio"]:.2f}x pixels computed) | {shape_str(r["shape"])} '
+                 f'| {r["ms_per_mp"]:,.0f} ms/MP | {r["ratio_to_largest_whole"]:.2f}x the ms/MP of '
+                 f'{results["inference"][-1]["shape"][-1]}^2 | | | {megabytes(r["peak_bytes"])} |')
+    d = results['data']
+    for backend, name in (('disk', 'PNG files'), ('lmdb', 'LMDB')):
+        lines.append(f'| data, {name}, 1 worker | {d["crop"]}^2 crops of {shape_str(d["image_size"])} | '
+                     f'| {d[backend]["samples_per_s"]:,.0f} samples/s | | | data share {d[backend]["share"]:.1%} |')
+    lines.append(f'| training consumes | | | {d["consumed_per_s"]:.1f} patches/s | | | |')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
+                        help='fp32, or bf16 autocast as train: bf16: true does (default fp32)')
+    parser.add_argument('--threads', type=int, help='CPU threads for PyTorch (default: its own choice)')
+    parser.add_argument('--repeats', type=int, default=3, help='timed runs after the warm-up (default 3)')
+    parser.add_argument('--tile', type=int, help='largest tile side for the 12 MP image (default 1088)')
+    parser.add_argument('--json', default=os.path.join('results', 'benchmark.json'),
+                        help='where the JSON goes (default results/benchmark.json)')
+    parser.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run in seconds')
+    parser.add_argument('--verbose', action='store_true', help='name each measurement on stderr as it starts')
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error('--repeats must be at least 1')
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = run(args)
+    print(table(results))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w') as f:
+        json.dump(results, f, indent=2)
+    print(f'\nJSON: {args.json}')
+
+
+if __name__ == '__main__':
+    main()
