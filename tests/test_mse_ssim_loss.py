@@ -1,4 +1,5 @@
 """MSESSIMLoss: values against BasicSR's SSIM metrics and a hand-computed MSE, gradients, use in BasicSR."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -8,7 +9,7 @@ from basicsr.losses import build_loss
 from basicsr.metrics.psnr_ssim import calculate_ssim, calculate_ssim_pt
 from basicsr.models import build_model
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
+from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss, ssim
 
 
 def image_pair(seed=0, shape=(2, 3, 24, 20)):
@@ -49,6 +50,39 @@ def test_ssim_is_basicsr_ssim_metric():
         for p, t in zip(pred, target)
     ]
     assert abs(ssim - float(np.mean(per_image))) < 1e-5
+
+
+def hard_pairs():
+    """Image pairs where float32 SSIM is hardest: bright and nearly flat (E[x^2] - E[x]^2 cancels)."""
+    g = torch.Generator().manual_seed(5)
+    shape = (4, 3, 32, 40)
+    return {
+        'random': (torch.rand(shape, generator=g), torch.rand(shape, generator=g)),
+        'bright flat': (0.98 + 0.01 * torch.rand(shape, generator=g), 0.97 + 0.01 * torch.rand(shape, generator=g)),
+        'white, faint noise': (torch.full(shape, 0.99), 0.99 + 1e-3 * torch.rand(shape, generator=g)),
+        'dark and bright images': (torch.rand(shape, generator=g) * torch.tensor([0.05, 1.0, 0.5, 0.9]).view(4, 1, 1, 1),
+                                   torch.rand(shape, generator=g)),
+    }
+
+
+@pytest.mark.parametrize('name', list(hard_pairs()))
+def test_float32_ssim_equals_basicsr_per_image(name):
+    pred, target = hard_pairs()[name]
+    window = torch.from_numpy(cv2.getGaussianKernel(11, 1.5)).float().flatten()
+    ours = ssim(pred, target, window)
+    assert ours.dtype == torch.float32 and ours.shape == (4,)
+    assert (ours.double() - calculate_ssim_pt(pred, target, crop_border=0)).abs().max() < 1e-5
+
+
+def test_loss_is_float32_under_autocast():
+    pred, target = image_pair(seed=4)
+    expected = MSESSIMLoss()(pred, target)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = MSESSIMLoss()(pred.bfloat16(), target)
+    assert loss.dtype == torch.float32
+    # only the rounding of pred to bfloat16 is left
+    assert loss.item() == pytest.approx(MSESSIMLoss()(pred.bfloat16().float(), target).item(), abs=1e-6)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-2)
 
 
 def test_identical_images_give_zero():
