@@ -1,10 +1,14 @@
-"""Tests of the rain synthesizer (dsmnet_arch/data/rain_synthesis.py)."""
+"""Tests of the rain synthesizer (dsmnet_arch/data/rain_synthesis.py) and scripts/synthesize_rain.py."""
+import importlib.util
 import math
+import os
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import REPO, run_entry
 from dsmnet_arch.data.rain_synthesis import (PRESETS, StreakLayer, streak_coverage, streak_kernel,
                                              synthesize_rain)
 
@@ -162,3 +166,51 @@ def test_bad_input_messages():
         synthesize_rain(np.zeros((8, 8), np.int32), 'light')
     with pytest.raises(ValueError, match='H x W'):
         synthesize_rain(np.zeros(8, np.uint8), 'light')
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_synthesize_rain_script(tmp_path, monkeypatch, capsys):
+    clean_dir, rainy_dir = tmp_path / 'clean', tmp_path / 'rainy'
+    clean_dir.mkdir()
+    colour = textured(40, 56)
+    grey16 = (textured(40, 56)[..., 0].astype(np.uint16) * 200)
+    cv2.imwrite(str(clean_dir / 'a.png'), colour)
+    cv2.imwrite(str(clean_dir / 'b.png'), grey16)
+    (clean_dir / 'notes.txt').write_text('not an image')
+    proc = run_entry([os.path.join(REPO, 'scripts', 'synthesize_rain.py'), '--input', str(clean_dir), '--output',
+                      str(rainy_dir), '--preset', 'heavy', '--seed', '5'], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wrote 2 rainy images ('heavy' rain, seed 5)" in proc.stdout
+    assert sorted(os.listdir(rainy_dir)) == ['a.png', 'b.png']
+    rainy = cv2.imread(str(rainy_dir / 'a.png'), cv2.IMREAD_UNCHANGED)
+    rainy16 = cv2.imread(str(rainy_dir / 'b.png'), cv2.IMREAD_UNCHANGED)
+    assert rainy.shape == colour.shape and rainy16.dtype == np.uint16 and rainy16.shape == grey16.shape
+    assert (rainy >= colour).all() and (rainy > colour).any() and (rainy16 >= grey16).all()
+    # the rain of a file depends on the seed and its name only, not on the other files
+    (clean_dir / 'b.png').unlink()
+    monkeypatch.setattr(sys, 'argv', ['synthesize_rain.py', '--input', str(clean_dir), '--output',
+                                      str(tmp_path / 'again'), '--preset', 'heavy', '--seed', '5'])
+    load_script('synthesize_rain').main()
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'again' / 'a.png')), rainy)
+
+    def fails(*args):
+        monkeypatch.setattr(sys, 'argv', ['synthesize_rain.py', *args])
+        with pytest.raises(SystemExit):
+            load_script('synthesize_rain').main()
+        return capsys.readouterr().err
+
+    assert 'is not a folder' in fails('--input', str(tmp_path / 'missing'), '--output', str(rainy_dir))
+    assert '--output must differ from --input' in fails('--input', str(clean_dir), '--output', str(clean_dir))
+    assert "--preset 'drizzle' is unknown" in fails('--input', str(clean_dir), '--output', str(rainy_dir),
+                                                     '--preset', 'drizzle')
+    (tmp_path / 'empty').mkdir()
+    assert 'holds no images' in fails('--input', str(tmp_path / 'empty'), '--output', str(rainy_dir))
+    (clean_dir / 'broken.png').write_bytes(b'not a png')
+    with pytest.raises(SystemExit, match='cannot read image .*broken.png'):
+        load_script('synthesize_rain').rain_on_file(str(clean_dir / 'broken.png'), str(rainy_dir / 'x.png'), 'light', 0)
