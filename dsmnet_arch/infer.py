@@ -115,7 +115,7 @@ def read_image(path):
         img = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if img.dtype not in (np.uint8, np.uint16):
         raise ValueError(f'unsupported sample type {img.dtype} (8- and 16-bit images only)')
-    gray = img.ndim == 2 or img.shape[2] == 1
+    gray = img.ndim == 2
     alpha = img[..., 3].copy() if not gray and img.shape[2] == 4 else None
     bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if gray else img[..., :3]
     return bgr.astype(np.float32) / np.iinfo(img.dtype).max, alpha, gray, img.dtype
@@ -297,17 +297,18 @@ class Deraining:
             return auto_tile(self._bytes_per_pixel, height, width, MEMORY_SHARE * free_memory(self.device),
                              self.batch_size, self.overlap)
 
-    def __call__(self, bgr, progress=None):
-        """Derain a float BGR ``H x W x 3`` image; ``progress(n)`` is called as tiles finish."""
-        tile = self.tile_for(*bgr.shape[:2])
+    def __call__(self, bgr, bar=None):
+        """Derain a float BGR ``H x W x 3`` image; a tqdm ``bar`` is reset to the number of tiles
+        and advanced as they finish."""
+        height, width = bgr.shape[:2]
+        tile = self.tile_for(height, width)
+        if bar is not None:
+            bar.reset(total=count_tiles(height, width, tile, self.overlap, self.multiple))
         tensor = img2tensor(bgr, bgr2rgb=True, float32=True)[None]
         with self.autocast:
             out = tiled_forward(self.model, tensor, tile, self.overlap, self.batch_size, self.multiple, self.device,
-                                progress)
+                                bar.update if bar is not None else None)
         return tensor2img(out, rgb2bgr=True, out_type=np.float32)
-
-    def tiles_for(self, height, width):
-        return count_tiles(height, width, self.tile_for(height, width), self.overlap, self.multiple)
 
 
 def derain_file(derain, src, dst, cmp=None, tile_bar=None):
@@ -316,9 +317,7 @@ def derain_file(derain, src, dst, cmp=None, tile_bar=None):
     Returns the number of pixels and the notes to report (format limits met on writing).
     """
     bgr, alpha, gray, dtype = read_image(src)
-    if tile_bar is not None:
-        tile_bar.reset(total=derain.tiles_for(*bgr.shape[:2]))
-    out = derain(bgr, progress=tile_bar.update if tile_bar is not None else None)
+    out = derain(bgr, tile_bar)
     ext = dst.suffix.lower()
     img, notes = to_file_image(out, alpha, gray, dtype, ext)
     write_image(dst, img)

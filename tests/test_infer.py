@@ -311,11 +311,23 @@ def test_auto_tile_splits_an_image_that_does_not_fit(monkeypatch, weights):
     assert derain.tile_for(200, 300) is None  # plenty of memory here
     per_pixel = activation_bytes_per_pixel(model)
     monkeypatch.setattr(infer, 'free_memory', lambda device: 2 * 160 * 160 * per_pixel / infer.MEMORY_SHARE)
-    assert derain.tile_for(200, 300) == 224 and derain.tiles_for(200, 300) == 2  # 224 = 160 * sqrt(2) // 32 * 32
+    assert derain.tile_for(200, 300) == 224  # 160 * sqrt(2), rounded down to a multiple of 32: 1 x 2 tiles
     img = smooth_image(200, 300)
     with torch.no_grad():
         whole = model(to_tensor(img[..., ::-1].copy()))[0].clamp(0, 1).numpy().transpose(1, 2, 0)[..., ::-1]
-    assert 10 * math.log10(1 / np.mean((derain(img) - whole)**2)) >= 40
+    bar = _Bar()
+    assert 10 * math.log10(1 / np.mean((derain(img, bar) - whole)**2)) >= 40
+    assert bar.total == 2 and bar.done == 2
+
+
+class _Bar:
+    """Records what a tqdm progress bar would show."""
+
+    def reset(self, total):
+        self.total, self.done = total, 0
+
+    def update(self, n):
+        self.done += n
 
 
 # ----------------------------------------------------------------------------- weights and arguments
