@@ -116,6 +116,8 @@ def report(train_opt_path, test_opt_path):
     print(f'training log and options:                   {experiment}/')
     tb_dir = os.path.join('tb_logger', train_opt['name'])
     print(f'tensorboard log:                            {tb_dir}/  (tensorboard --logdir {tb_dir})')
+    print(f"derain your own photos:                     python -m dsmnet_arch.infer -i PHOTOS -o OUTDIR "
+          f"--weights {os.path.join(experiment, 'models', 'net_g_latest.pth')} --opt {train_opt_path}")
     return rainy_mean, derained_mean
 
 
