@@ -113,6 +113,7 @@ def make_demo_data(dst, preset='heavy', seed=0, crop_size=96, crops_per_photo=24
     if is_complete(dst, config, plan):
         print(f'make_demo_data: reusing {len(plan)} pairs in {dst} (same configuration, {MARKER})')
         return False
+    os.makedirs(dst, exist_ok=True)
     has_marker = os.path.isfile(os.path.join(dst, MARKER))
     for split in ('train', 'val'):
         folder = os.path.join(dst, split)
@@ -153,7 +154,6 @@ def main():
     args = parser.parse_args()
     if args.crop_size < 16 or args.crops_per_photo < 1:
         parser.error('--crop_size must be at least 16 and --crops_per_photo at least 1')
-    os.makedirs(args.dst, exist_ok=True)
     make_demo_data(args.dst, args.preset, args.seed, args.crop_size, args.crops_per_photo)
 
 

@@ -205,7 +205,8 @@ def streak_coverage(rain, threshold=0.1):
     Returns:
         float: Fraction of covered pixels, in [0, 1].
     """
-    rain = np.asarray(rain, np.float32) / (255 if np.asarray(rain).dtype == np.uint8 else 1)
+    rain = np.asarray(rain)
+    rain = rain.astype(np.float32) / (255 if rain.dtype == np.uint8 else 1)
     if rain.ndim == 3:
         rain = rain.max(axis=2)
     return float((rain > threshold).mean())
