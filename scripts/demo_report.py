@@ -103,7 +103,8 @@ def report(train_opt_path, test_opt_path):
             comparison(rainy, derained, clean, rainy_scores[0], derained_scores[0]))
     rainy_mean = np.mean(per_image['rainy'], axis=0)
     derained_mean = np.mean(per_image['derained'], axis=0)
-    rows += [(f'mean ({len(names)} images): rainy', rainy_mean), (f'mean ({len(names)} images): derained', derained_mean)]
+    mean = f'mean ({len(names)} images)'
+    rows += [(f'{mean}: rainy', rainy_mean), (f'{mean}: derained', derained_mean)]
 
     experiment = os.path.join('experiments', train_opt['name'])
     print(f"\nDSM-Net demo: validation photographs never seen in training ({dataset['dataroot_gt']})\n")
