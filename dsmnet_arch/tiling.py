@@ -174,11 +174,13 @@ def activation_bytes_per_pixel(model, in_channels=3, device=None, probe_sizes=(6
 
     Runs ``model`` on random ``probe x probe`` inputs and records the peak bytes of live tensors
     (see :class:`_PeakTensorMemory`); the slope between the two probes is the per-pixel cost,
-    which leaves out constant overheads. Call it under the same autocast context as the real
-    run, since the precision changes the cost.
+    which leaves out constant overheads. A first, unmeasured run creates what is made once (e.g.
+    autocast's low-precision copies of the weights). Call it under the same autocast context as
+    the real run, since the precision changes the cost.
     """
     if device is None:
         device = next(model.parameters()).device
+    model(torch.rand(1, in_channels, probe_sizes[0], probe_sizes[0], device=device))
     peaks = []
     for size in probe_sizes:
         x = torch.rand(1, in_channels, size, size, device=device)
