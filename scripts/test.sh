@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
+# Idle OpenMP threads sleep instead of spinning (spinning threads slow a shared CPU many times).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 set +e
 python -m pytest tests "$@"
 status=$?
