@@ -15,7 +15,8 @@ import sys
 
 from PIL import Image
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+from dsmnet_arch.utils import IMAGE_EXTENSIONS
+
 
 # Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read. A key
 # not listed here that is a near-miss of one that is ("total_iters", "pixle_opt") is an error;

@@ -2,6 +2,9 @@
 import importlib
 import pkgutil
 
+#: File name endings of the images this package reads (all OpenCV decodes), lower case.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
 
 def import_modules(package_name, package_path, suffix):
     """Import every ``*<suffix>.py`` module of a subpackage.

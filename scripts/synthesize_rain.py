@@ -20,8 +20,7 @@ if __package__ in (None, ''):  # run as a file: import the package from this che
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dsmnet_arch.data.rain_synthesis import PRESETS, synthesize_rain  # noqa: E402
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from dsmnet_arch.utils import IMAGE_EXTENSIONS  # noqa: E402
 
 
 def rain_on_file(src, dst, preset, seed):

@@ -38,6 +38,8 @@ import numpy as np
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from tqdm import tqdm
 
+from dsmnet_arch.utils import IMAGE_EXTENSIONS
+
 DATASETS = ('Rain100L', 'Rain100H', 'Rain800', 'Rain1400', 'Rain13K')
 SPLITS = ('train', 'test')
 PAPER_PAIRS = {
@@ -54,7 +56,6 @@ RELEASE_FOLDERS = {
     'Rain1400': {'train': 'Rain12600', 'test': 'Rain1400'},
     'Rain13K': {'train': 'train/Rain13K', 'test': 'test/{test_set}'},
 }
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 MARKER = 'prepared.json'
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
