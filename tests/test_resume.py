@@ -96,7 +96,8 @@ def test_sigkill_then_auto_resume_reaches_total_iter(tmp_path, toy_data, killer)
     b = _weights(os.path.join(exp, 'models', 'net_g_latest.pth'))
     # BasicSR restarts the interrupted epoch from its first batch, so the resumed run sees
     # iterations 5-8 in another batch order than the uninterrupted one: close, not equal.
-    assert _relative_distance(a, b, init) < 0.5
+    # measured 0.002 relative to how far the uninterrupted run moved from iteration 2 to 8
+    assert _relative_distance(a, b, init) < 0.05
 
 
 def test_kill_during_save_leaves_no_truncated_checkpoint(tmp_path, toy_data, killer):
