@@ -209,6 +209,24 @@ def test_output_format_can_change_and_the_limits_are_reported(tmp_path, weights,
     assert '.jpg stores 8 bits per sample' in err and '.jpg has no alpha channel' in err
 
 
+def test_exif_orientation_is_applied_so_photos_come_out_upright(tmp_path, weights):
+    from PIL import Image  # a BasicSR dependency; OpenCV cannot write EXIF
+
+    path, _ = weights
+    stored = make_file_image('rgb', np.uint8, 20, 36)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(stored[..., ::-1]).save(tmp_path / 'phone.jpg', exif=exif.tobytes(), quality=95)
+    assert run(['-i', tmp_path / 'phone.jpg', '-o', tmp_path / 'out', '--weights', path, '--compare']) == 0
+    out = cv2.imread(str(tmp_path / 'out' / 'phone.jpg'), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (36, 20, 3)  # displayed size, no EXIF needed any more
+    shown = cv2.imread(str(tmp_path / 'out' / 'compare' / 'phone.jpg'))[:, :20].astype(int)  # the input half
+    stored = cv2.imread(str(tmp_path / 'phone.jpg'), cv2.IMREAD_UNCHANGED)
+    right, wrong = (np.abs(shown - cv2.rotate(stored, turn)).mean()
+                    for turn in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE))
+    assert right < 6 and right < wrong / 4  # jpg re-encoding only
+
+
 @pytest.mark.parametrize('height,width', [(7, 5), (5, 7), (9, 13)])
 @pytest.mark.parametrize('tiling', [['--tile', '0'], ['--tile', 'auto'], ['--tile', '6', '--tile-overlap', '2']],
                          ids=['whole', 'auto', 'tiles'])
