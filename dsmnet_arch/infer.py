@@ -29,10 +29,10 @@ from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS
 from dsmnet_arch.compat import load_checkpoint
+from dsmnet_arch.utils import IMAGE_EXTENSIONS
 from dsmnet_arch.tiling import DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, count_tiles, free_memory, \
     tiled_forward
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff')  # the others store 8 bits per sample
 NO_ALPHA_EXTENSIONS = ('.jpg', '.jpeg')
 #: Share of the free memory that ``--tile auto`` lets one batch of tiles use; the rest is headroom
