@@ -50,8 +50,19 @@ MAB_VARIANTS = {
 }
 
 
-def _act(x):
-    return F.leaky_relu(x, 0.2)
+def _act_(x):
+    """LeakyReLU(0.2) in place: for fresh results (a convolution's) that nothing modifies later."""
+    return F.leaky_relu_(x, 0.2)
+
+
+def _sum(tensors):
+    """Sum of a list of tensors; two or more are accumulated in place in one new tensor."""
+    if len(tensors) == 1:
+        return tensors[0]
+    total = tensors[0] + tensors[1]
+    for t in tensors[2:]:
+        total += t
+    return total
 
 
 class ChannelAttention(nn.Module):
@@ -109,14 +120,14 @@ class SubspaceAttention(nn.Module):
         self.bn_pw = nn.BatchNorm2d(num_subspaces)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        n = self.num_subspaces
-        a = F.relu(self.bn_dw(self.dw(x)))
+        a = F.relu_(self.bn_dw(self.dw(x)))
         a = F.max_pool2d(a, 3, stride=1, padding=1)
-        a = F.relu(self.bn_pw(self.pw(a)))  # (b, n, h, w): one map per subspace
-        a = a.reshape(b, n, 1, h * w).softmax(-1)
-        x = x.reshape(b, n, c // n, h * w)
-        return (x * a + x).reshape(b, c, h, w)
+        a = F.relu_(self.bn_pw(self.pw(a)))  # (b, n, h, w): one map per subspace
+        # softmax over all positions of each map (minus its maximum, a constant: no overflow)
+        a = (a - a.detach().amax((2, 3), keepdim=True)).exp_()
+        a = a / a.sum((2, 3), keepdim=True)
+        # x_g * a_g + x_g for subspace g = channels g C/n .. (g + 1) C/n; views keep x's memory format
+        return (x.unflatten(1, (self.num_subspaces, -1)) * (a.unsqueeze(2) + 1)).flatten(1, 2)
 
 
 class CADB(nn.Module):
@@ -145,7 +156,7 @@ class CADB(nn.Module):
         self.conv = nn.Conv2d(len(names) * num_feat, num_feat, 1)
 
     def forward(self, x):
-        return self.conv(torch.cat([getattr(self, name)(x) for name in self.branches], 1)) + x
+        return self.conv(torch.cat([getattr(self, name)(x) for name in self.branches], 1)).add_(x)
 
 
 def _conv_k(num_feat, k, dilated):
@@ -180,12 +191,14 @@ class MAB(nn.Module):
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, x):
-        f_a = [_act(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
-        s_a = sum(f_a)
-        f_b = [_act(conv(s_a)) for conv in self.conv_b.values()]  # eq. 5-7
-        s_b = sum(f_b)
-        f_c = [_act(conv(s_b + a)) + a for conv, a in zip(self.conv_c.values(), f_a)]  # eq. 8-10
-        return self.cadb(self.conv_fuse(self.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11
+        return self.cadb(self.conv_fuse(self.conv_cat(self._exchange(x)))).add_(x)  # eq. 11
+
+    def _exchange(self, x):
+        """Cat[F_c^k] of eq. 2-10 (its intermediates are freed on return when no gradient keeps them)."""
+        f_a = [_act_(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
+        s_a = _sum(f_a)
+        s_b = _sum([_act_(conv(s_a)) for conv in self.conv_b.values()])  # eq. 5-7, summed
+        return torch.cat([_act_(conv(s_b + a)) + a for conv, a in zip(self.conv_c.values(), f_a)], 1)  # eq. 8-10
 
 
 class FusionBlock(nn.Module):
@@ -203,7 +216,7 @@ class FusionBlock(nn.Module):
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, feats):
-        return self.cadb(_act(self.conv(torch.cat(feats, 1))))
+        return self.cadb(_act_(self.conv(torch.cat(feats, 1))))
 
 
 @ARCH_REGISTRY.register()
@@ -284,14 +297,14 @@ class DSMNet(nn.Module):
         if min(h, w) < multiple // 2 + 1:  # reflect padding must be smaller than the image
             raise ValueError(f'DSMNet with num_levels={self.num_levels} needs images of at least '
                              f'{multiple // 2 + 1} x {multiple // 2 + 1} pixels, got {h} x {w}')
-        x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode='reflect')
+        x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode='reflect').contiguous(memory_format=torch.channels_last)
         coarsest = x.shape[0] * (x.shape[-2] // multiple) * (x.shape[-1] // multiple)
         if self.training and coarsest == 1 and 'sa' in self.attention.split('+'):
             raise ValueError(f'DSMNet in train mode needs more than one value per channel for the BatchNorm of '
                              f'the subspace attention at the coarsest level: batch 1 of {h} x {w} gives 1 x 1 at '
                              f'level {self.num_levels - 1}; use batch >= 2 or patches over {multiple} pixels')
 
-        scales = [_act(self.conv_first(x))]  # scale space S_0 .. S_(L-1)
+        scales = [_act_(self.conv_first(x))]  # scale space S_0 .. S_(L-1)
         for _ in range(1, self.num_levels):
             scales.append(F.avg_pool2d(scales[-1], 2))
 
@@ -310,4 +323,4 @@ class DSMNet(nn.Module):
             out[i, j] = self.mab[f'{i}_{j}'](feat)
 
         rain = self.conv_last(self.head([out[0, j] for j in range(self.num_levels)]))
-        return (x - rain)[..., :h, :w]  # B = I - R
+        return (x - rain)[..., :h, :w].contiguous()  # B = I - R

@@ -1,0 +1,167 @@
+"""The optimised DSMNet computes what the straightforward implementation of the spec computes.
+
+``reference_forward`` below is DSMNet's forward pass as it was first written, straight from the
+spec: contiguous (NCHW) tensors, no in-place operation, subspace attention through reshapes and
+``softmax``. It runs on the modules (and so the state dict) of the model under test. The model now
+computes in channels-last memory format, activates and accumulates in place and frees
+intermediates early; outputs, gradients, BatchNorm statistics and FLOPs must not change.
+"""
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import dsmnet_arch  # noqa: F401
+from dsmnet_arch.archs.dsmnet_arch import MAB_VARIANTS, DSMNet
+
+
+def act(x):
+    return F.leaky_relu(x, 0.2)
+
+
+def channel_attention(m, x):
+    return x * torch.sigmoid(m.mlp(F.adaptive_avg_pool2d(x, 1)) + m.mlp(F.adaptive_max_pool2d(x, 1)))
+
+
+def spatial_attention(m, x):
+    return x * torch.sigmoid(m.conv(torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)))
+
+
+def subspace_attention(m, x):
+    b, c, h, w = x.shape
+    n = m.num_subspaces
+    a = F.relu(m.bn_dw(m.dw(x)))
+    a = F.max_pool2d(a, 3, stride=1, padding=1)
+    a = F.relu(m.bn_pw(m.pw(a)))
+    a = a.reshape(b, n, 1, h * w).softmax(-1)
+    x = x.reshape(b, n, c // n, h * w)
+    return (x * a + x).reshape(b, c, h, w)
+
+
+BRANCHES = {'ca': channel_attention, 'sp': spatial_attention, 'sa': subspace_attention}
+
+
+def cadb(m, x):
+    return m.conv(torch.cat([BRANCHES[name](getattr(m, name), x) for name in m.branches], 1)) + x
+
+
+def mab(m, x):
+    f_a = [act(conv(x)) for conv in m.conv_a.values()]  # eq. 2-4
+    s_a = sum(f_a)
+    f_b = [act(conv(s_a)) for conv in m.conv_b.values()]  # eq. 5-7
+    s_b = sum(f_b)
+    f_c = [act(conv(s_b + a)) + a for conv, a in zip(m.conv_c.values(), f_a)]  # eq. 8-10
+    return cadb(m.cadb, m.conv_fuse(m.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11
+
+
+def fusion(m, feats):
+    return cadb(m.cadb, act(m.conv(torch.cat(feats, 1))))
+
+
+def reference_forward(net, x):
+    """DSMNet's forward pass as first written, on ``net``'s modules."""
+    h, w = x.shape[-2:]
+    multiple = 2**(net.num_levels - 1)
+    x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode='reflect')
+    scales = [act(net.conv_first(x))]
+    for _ in range(1, net.num_levels):
+        scales.append(F.avg_pool2d(scales[-1], 2))
+    out = {}
+    for i, j in net.nodes:
+        if j == 0:
+            feat = scales[i]
+            if net.across_down and i > 0:
+                feat = fusion(net.down[f'{i}'], [F.avg_pool2d(out[i - 1, 0], 2), feat])
+        else:
+            feats = [out[i, c] for c in net._same_level(i, j)]
+            if net.across_up:
+                size = out[i, 0].shape[-2:]
+                feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
+            feat = fusion(net.fuse[f'{i}_{j}'], feats)
+        out[i, j] = mab(net.mab[f'{i}_{j}'], feat)
+    rain = net.conv_last(fusion(net.head, [out[0, j] for j in range(net.num_levels)]))
+    return (x - rain)[..., :h, :w]
+
+
+def randomised(net):
+    """Non-trivial BatchNorm parameters and statistics, so that every term matters."""
+    g = torch.Generator().manual_seed(1)
+    for name, t in net.state_dict().items():
+        if 'bn_' in name and t.is_floating_point():
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5 if 'var' in name or 'weight' in name else
+                    torch.randn(t.shape, generator=g) * 0.3)
+    return net
+
+
+SMALL = dict(num_feat=16, num_levels=3, num_subspaces=4)
+CONFIGS = {
+    'default-16': dict(num_feat=16),
+    **{f'attention={a}': dict(SMALL, attention=a) for a in ('ca', 'sp', 'sa', 'ca+sp', 'sp+sa')},
+    **{name: dict(SMALL, **flags) for name, flags in MAB_VARIANTS.items() if name != 'M5'},
+    'dilated, kernels 1-3-7': dict(SMALL, dilated=True, kernel_sizes=(1, 3, 7)),
+    'one kernel size, 1 level': dict(num_feat=8, num_levels=1, num_subspaces=2, kernel_sizes=(3, )),
+}
+
+
+@pytest.mark.parametrize('name', list(CONFIGS))
+def test_eval_outputs_equal_reference(name):
+    torch.manual_seed(0)
+    net = randomised(DSMNet(**CONFIGS[name])).eval()
+    x = torch.rand(2, 3, 21, 26)
+    with torch.no_grad():
+        expected = reference_forward(net, x)
+        out = net(x)
+    assert out.shape == x.shape and out.is_contiguous()
+    assert (out - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('name', ['default-16', 'attention=sp+sa', 'M1', 'dilated, kernels 1-3-7'])
+def test_training_step_equals_reference(name):
+    """Train mode: same output, same gradient for every parameter, same BatchNorm statistics."""
+    torch.manual_seed(0)
+    net = randomised(DSMNet(**CONFIGS[name])).train()
+    ref = copy.deepcopy(net)
+    x, target = torch.rand(2, 3, 24, 20), torch.rand(2, 3, 24, 20)
+    out, expected = net(x), reference_forward(ref, x)
+    assert (out - expected).abs().max() < 1e-5
+    F.mse_loss(out, target).backward()
+    F.mse_loss(expected, target).backward()
+    for (key, p), q in zip(net.named_parameters(), ref.parameters()):
+        scale = q.grad.abs().max().clamp(min=1e-3)
+        assert (p.grad - q.grad).abs().max() / scale < 1e-5, key
+    for (key, b), c in zip(net.named_buffers(), ref.buffers()):
+        assert torch.allclose(b.float(), c.float(), atol=1e-6), key
+
+
+def test_channels_last_input_and_batch_one():
+    torch.manual_seed(0)
+    net = randomised(DSMNet(**SMALL)).eval()
+    x = torch.rand(1, 3, 19, 17)
+    with torch.no_grad():
+        expected = reference_forward(net, x)
+        out = net(x.contiguous(memory_format=torch.channels_last))
+    assert (out - expected).abs().max() < 1e-5
+
+
+def flops(fn, *args):
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_flops_equal_reference(train):
+    """No optimisation adds or drops arithmetic: GFLOP/s figures mean the spec's FLOPs."""
+    with torch.device('meta'):
+        net = DSMNet(num_feat=16).train(train)
+        x = torch.empty(2, 3, 32, 32)
+
+    def run(forward):
+        with torch.set_grad_enabled(train):
+            out = forward(x)
+            if train:
+                out.sum().backward()
+
+    assert flops(run, net) == flops(run, lambda t: reference_forward(net, t)) > 0
