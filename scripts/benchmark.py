@@ -25,7 +25,8 @@ GFLOP/s always counts the FLOPs of the straightforward model of the specificatio
 (``torch.utils.flop_counter``: convolutions and matrix products; a backward pass counts the input
 and the weight gradients), never extra arithmetic an optimised implementation might do. Times
 are the best of ``--repeats`` runs after one warm-up; the reference and the model are timed in
-the same run, so their ratio holds on a busy machine. Peak memory: on a GPU the peak memory
+the same run, so their ratio holds on a busy machine, and each timed run of the reference repeats
+the convolution for at least 2 s, so that it sees as much of the machine's load as a model run. Peak memory: on a GPU the peak memory
 allocated by PyTorch; on the CPU the peak resident memory of this whole process (Linux), Python
 and the image included. ``--quick`` runs the same measurements on tiny sizes as a smoke test.
 """
@@ -59,9 +60,9 @@ from dsmnet_arch.tiling import count_tiles, tile_side, tiled_forward
 # sizes of a full run (the paper's training batch) and of a smoke run
 PRESETS = {
     'full': dict(num_feat=32, batch=32, patch=64, reference_side=512, sides=(256, 512, 1024), large=(3000, 4000),
-                 tile=1088, overlap=64, pairs=16, pair_size=(321, 481), samples=256),
+                 tile=1088, overlap=64, pairs=16, pair_size=(321, 481), samples=256, reference_seconds=2.0),
     'quick': dict(num_feat=8, batch=2, patch=32, reference_side=64, sides=(32, 64), large=(96, 128),
-                  tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8),
+                  tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8, reference_seconds=0.0),
 }
 MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
 
@@ -71,16 +72,22 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def best_time(fn, repeats, device):
-    """Least wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
+def best_time(fn, repeats, device, min_seconds=0.0):
+    """Least wall time per call of ``fn`` over ``repeats`` timed runs, after one warm-up call.
+
+    A timed run calls ``fn`` until ``min_seconds`` have passed (at least once), so that a short
+    measurement averages over about as much of a busy machine's load as a long one.
+    """
     fn()
     synchronize(device)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+        calls, start = 0, time.perf_counter()
+        while calls == 0 or time.perf_counter() - start < min_seconds:
+            fn()
+            synchronize(device)
+            calls += 1
+        times.append((time.perf_counter() - start) / calls)
     return min(times)
 
 
@@ -123,7 +130,12 @@ class PeakMemory:
 
 
 def spec_flops(num_feat, shape, train):
-    """FLOPs of the straightforward model of the spec: one forward (+ backward when ``train``)."""
+    """FLOPs of the straightforward model of the spec: one forward (+ backward when ``train``).
+
+    DSMNet's optimisations (memory format, in-place operations) keep the spec's convolutions one
+    for one; tests/test_fast_equivalence.py checks that the count equals that of the first,
+    straightforward implementation.
+    """
     with torch.device('meta'):
         model = DSMNet(num_feat=num_feat).train(train)
         x = torch.empty(shape)
@@ -134,7 +146,7 @@ def spec_flops(num_feat, shape, train):
     return counter.get_total_flops()
 
 
-def reference_conv(num_feat, shape, train, device, autocast, repeats):
+def reference_conv(num_feat, shape, train, device, autocast, repeats, min_seconds):
     """GFLOP/s of a 3x3 convolution C -> C on ``shape``, forward (+ backward), in its faster memory format."""
     results = []
     for name, memory_format in MEMORY_FORMATS.items():
@@ -149,7 +161,7 @@ def reference_conv(num_feat, shape, train, device, autocast, repeats):
 
         with FlopCounterMode(display=False) as counter:
             step()
-        seconds = best_time(step, repeats, device)
+        seconds = best_time(step, repeats, device, min_seconds)
         results.append(dict(shape=list(shape), memory_format=name, seconds=seconds,
                             gflops=counter.get_total_flops() / seconds / 1e9))
     return max(results, key=lambda r: r['gflops'])
@@ -286,6 +298,7 @@ def header(args, device):
                 command=' '.join(['python', 'scripts/benchmark.py', *map(shlex.quote, args.argv)]),
                 device=device.type, device_name=name, precision=args.precision, threads=torch.get_num_threads(),
                 torch=torch.__version__, preset='quick' if args.quick else 'full', repeats=args.repeats,
+                glibc_tunables=os.environ.get('GLIBC_TUNABLES'),
                 load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg') else None)
 
 
@@ -307,8 +320,10 @@ def run(args):
            ) if args.verbose else (lambda message: None)
     log('reference convolutions')
     results['reference'] = dict(
-        train=reference_conv(c, (cfg['batch'], c, patch, patch), True, device, autocast, args.repeats),
-        inference=reference_conv(c, (1, c, side, side), False, device, autocast, args.repeats))
+        train=reference_conv(c, (cfg['batch'], c, patch, patch), True, device, autocast, args.repeats,
+                             cfg['reference_seconds']),
+        inference=reference_conv(c, (1, c, side, side), False, device, autocast, args.repeats,
+                                 cfg['reference_seconds']))
     log('training step')
     train = training_step(cfg, device, autocast, args.repeats)
     train['fraction'] = train['gflops'] / results['reference']['train']['gflops']
@@ -347,10 +362,12 @@ def megabytes(value):
 def table(results):
     """The results as markdown: a header list and one table."""
     h = results['header']
-    load = h['load_average'] and ', '.join(f'{x:.1f}' for x in h['load_average'])
+    load = ' -> '.join(', '.join(f'{x:.1f}' for x in h[key]) for key in ('load_average', 'load_average_end')
+                       if h.get(key))
     lines = [f'- date: {h["date"]}', f'- command: `{h["command"]}`', f'- device: {h["device_name"]} ({h["device"]})',
              f'- precision: {h["precision"]}, threads: {h["threads"]}, torch {h["torch"]}, '
-             f'best of {h["repeats"]} after a warm-up', f'- load average (1, 5, 15 min) at start: {load}', '',
+             f'best of {h["repeats"]} after a warm-up', f'- load average (1, 5, 15 min), start -> end: {load}',
+             f'- GLIBC_TUNABLES: {h["glibc_tunables"] or "not set"}', '',
              '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |',
              '|---|---|---:|---:|---:|---:|---:|']
     for name, row in (('reference 3x3 conv, fwd + bwd', results['reference']['train']),
