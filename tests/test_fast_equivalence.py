@@ -145,6 +145,29 @@ def test_channels_last_input_and_batch_one():
     assert (out - expected).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize('batch', [1, 2])
+def test_every_block_stays_channels_last(batch):
+    """The memory format survives every block, for a batch of one too (the usual inference case).
+
+    A block that hands on a tensor PyTorch no longer takes for channels-last (a batch stride the
+    convolutions do not recognise, say) silently switches the rest of the network to NCHW.
+    """
+    torch.manual_seed(0)
+    net = DSMNet(**SMALL).eval()
+    formats = {}
+
+    def check(name, out):  # tensors of one channel or one pixel are both layouts at once
+        if out.shape[1] > 1 and out.shape[-1] * out.shape[-2] > 1:
+            formats[name] = out.stride() == torch.empty(out.shape, memory_format=torch.channels_last).stride()
+
+    for name, module in net.named_modules():
+        if name:
+            module.register_forward_hook(lambda m, args, out, name=name: check(name, out))
+    with torch.no_grad():
+        net(torch.rand(batch, 3, 16, 16))
+    assert len(formats) > 50 and [name for name, ok in formats.items() if not ok] == []
+
+
 def flops(fn, *args):
     with FlopCounterMode(display=False) as counter:
         fn(*args)

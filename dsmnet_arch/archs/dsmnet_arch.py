@@ -65,6 +65,17 @@ def _sum(tensors):
     return total
 
 
+def _conv_cat(conv, parts):
+    """``conv(Cat[parts])`` for a 1x1 convolution, as the sum of the convolutions of the parts with
+    the matching slices of its weight: the same arithmetic, without writing the concatenation."""
+    out, start = None, 0
+    for part in parts:
+        weight = conv.weight[:, start:start + part.shape[1]]
+        start += part.shape[1]
+        out = F.conv2d(part, weight, conv.bias) if out is None else out.add_(F.conv2d(part, weight))
+    return out
+
+
 class ChannelAttention(nn.Module):
     """CBAM channel attention: X * sigmoid(MLP(GAP(X)) + MLP(GMP(X))), one shared MLP.
 
@@ -126,8 +137,11 @@ class SubspaceAttention(nn.Module):
         # softmax over all positions of each map (minus its maximum, a constant: no overflow)
         a = (a - a.detach().amax((2, 3), keepdim=True)).exp_()
         a = a / a.sum((2, 3), keepdim=True)
-        # x_g * a_g + x_g for subspace g = channels g C/n .. (g + 1) C/n; views keep x's memory format
-        return (x.unflatten(1, (self.num_subspaces, -1)) * (a.unsqueeze(2) + 1)).flatten(1, 2)
+        # x_g * a_g + x_g for subspace g = channels g C/n .. (g + 1) C/n, computed on (b, h, w, n, C/n)
+        # views of channels-last tensors: the result is channels-last with the strides PyTorch
+        # recognises as such even for a batch of one (else the next blocks fall back to NCHW)
+        x_g = x.permute(0, 2, 3, 1).unflatten(3, (self.num_subspaces, -1))
+        return (x_g * (a.permute(0, 2, 3, 1).unsqueeze(4) + 1)).flatten(3).permute(0, 3, 1, 2)
 
 
 class CADB(nn.Module):
@@ -156,7 +170,7 @@ class CADB(nn.Module):
         self.conv = nn.Conv2d(len(names) * num_feat, num_feat, 1)
 
     def forward(self, x):
-        return self.conv(torch.cat([getattr(self, name)(x) for name in self.branches], 1)).add_(x)
+        return _conv_cat(self.conv, [getattr(self, name)(x) for name in self.branches]).add_(x)
 
 
 def _conv_k(num_feat, k, dilated):
@@ -191,14 +205,14 @@ class MAB(nn.Module):
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, x):
-        return self.cadb(self.conv_fuse(self.conv_cat(self._exchange(x)))).add_(x)  # eq. 11
+        return self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self._exchange(x)))).add_(x)  # eq. 11
 
     def _exchange(self, x):
-        """Cat[F_c^k] of eq. 2-10 (its intermediates are freed on return when no gradient keeps them)."""
+        """The F_c^k of eq. 2-10 (their intermediates are freed on return when no gradient keeps them)."""
         f_a = [_act_(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
         s_a = _sum(f_a)
         s_b = _sum([_act_(conv(s_a)) for conv in self.conv_b.values()])  # eq. 5-7, summed
-        return torch.cat([_act_(conv(s_b + a)) + a for conv, a in zip(self.conv_c.values(), f_a)], 1)  # eq. 8-10
+        return [_act_(conv(s_b + a)) + a for conv, a in zip(self.conv_c.values(), f_a)]  # eq. 8-10
 
 
 class FusionBlock(nn.Module):
@@ -216,7 +230,7 @@ class FusionBlock(nn.Module):
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, feats):
-        return self.cadb(_act_(self.conv(torch.cat(feats, 1))))
+        return self.cadb(_act_(_conv_cat(self.conv, feats)))
 
 
 @ARCH_REGISTRY.register()
