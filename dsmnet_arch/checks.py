@@ -15,7 +15,7 @@ import sys
 
 from PIL import Image
 
-from dsmnet_arch.utils import IMAGE_EXTENSIONS
+from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 
 
 # Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read. A key
@@ -261,7 +261,9 @@ def run_pipeline(module):
 
     ``module`` is ``basicsr.train`` or ``basicsr.test``. User errors end the process with one line
     on stderr and exit status 1; the traceback still goes to the run's log file, if one was opened.
+    Freed memory is kept for reuse (:func:`dsmnet_arch.utils.keep_freed_memory`).
     """
+    keep_freed_memory()
     module.parse_options = _checked(module.parse_options)
     pipeline = module.train_pipeline if hasattr(module, 'train_pipeline') else module.test_pipeline
     try:

@@ -29,7 +29,7 @@ from basicsr.utils.options import ordered_yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS
 from dsmnet_arch.compat import load_checkpoint
-from dsmnet_arch.utils import IMAGE_EXTENSIONS
+from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 from dsmnet_arch.tiling import DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, count_tiles, free_memory, \
     tiled_forward
 
@@ -378,6 +378,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Command line entry point; returns the exit status (0 all done, 1 some files failed, 2 bad setup)."""
     args = parse_args(argv)
+    keep_freed_memory()
     try:
         plan = plan_outputs(find_images(args.input, args.recursive), args.output, args.ext, args.compare)
         device = pick_device(args.device)

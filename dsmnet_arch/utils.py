@@ -1,5 +1,7 @@
 """Small helpers shared by the package."""
+import ctypes
 import importlib
+import os
 import pkgutil
 
 #: File name endings of the images this package reads (all OpenCV decodes), lower case.
@@ -39,3 +41,27 @@ def atomic_torch_save(obj, path):
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory():
+    """Make glibc's malloc keep freed memory in the process for reuse; returns whether it did.
+
+    By default glibc maps each allocation of 32 MiB or more (one 32-channel activation at
+    512 x 512) on its own and unmaps it when it is freed, so every new activation of that size
+    costs the kernel a page fault and a zeroed page per 4 KiB: on a CPU, over a third of DSM-Net's
+    inference CPU time went to the kernel (docs/benchmarks.md). With mmap off and no trimming, the
+    heap grows once to the peak and is reused. Called by the programs of this package (train,
+    test, inference, benchmark), not on import. Nothing is changed when ``GLIBC_TUNABLES`` sets
+    any ``glibc.malloc`` tunable (the user's choice), nor where the C library is not glibc.
+    """
+    if 'glibc.malloc.' in os.environ.get('GLIBC_TUNABLES', ''):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    # both calls return 1 on success; the trim threshold is an int: 2 GiB - 1 is its largest value
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
