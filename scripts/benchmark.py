@@ -1,6 +1,6 @@
 """Speed and memory of DSM-Net against the machine's own limit, as a markdown table and JSON.
 
-    python scripts/benchmark.py [--device cpu|cuda] [--precision fp32|bf16] [--json FILE] [--quick]
+    python scripts/benchmark.py [--device cpu|cuda] [--precision fp32|bf16] [--tile N] [--json FILE] [--quick]
 
 One run measures, in this order:
 
@@ -19,27 +19,36 @@ One run measures, in this order:
   pairs, the size of Rain100L, in a temporary folder), in samples/s of one worker, against the
   patches/s the training step consumes. "data share" is the share of the iteration time spent
   loading when one worker loads in turn with the training step (an upper bound for BasicSR's
-  data time on a machine whose cores are all busy training).
+  data time on a machine whose cores are all busy training);
+- BasicSR itself: ``dsmnet_arch/train.py`` with the paper's LMDB options and their default
+  data-loader workers for a few iterations; its log's data time against its iteration time.
+
+Like the package's programs, the benchmark first makes glibc keep freed memory for reuse
+(``dsmnet_arch.utils.keep_freed_memory``; ``--system-malloc`` leaves malloc as it is), for the
+reference and the model alike.
 
 GFLOP/s always counts the FLOPs of the straightforward model of the specification
 (``torch.utils.flop_counter``: convolutions and matrix products; a backward pass counts the input
 and the weight gradients), never extra arithmetic an optimised implementation might do. Times
 are the best of ``--repeats`` runs after one warm-up; the reference and the model are timed in
 the same run, so their ratio holds on a busy machine, and each timed run of the reference repeats
-the convolution for at least 2 s, so that it sees as much of the machine's load as a model run. Peak memory: on a GPU the peak memory
-allocated by PyTorch; on the CPU the peak resident memory of this whole process (Linux), Python
-and the image included. ``--quick`` runs the same measurements on tiny sizes as a smoke test.
+the convolution for at least 2 s, so that it sees as much of the machine's load as a model run.
+Peak memory: on a GPU the peak memory allocated by PyTorch; on the CPU how far the resident
+memory of the process (Linux) rose above its level before the measurement, input and output
+included. ``--quick`` runs the same measurements on tiny sizes as a smoke test.
 """
 import argparse
 import contextlib
 import ctypes
 import datetime
+import glob
 import io
 import json
 import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,22 +56,29 @@ import time
 import cv2
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import dsmnet_arch  # noqa: F401  (BasicSR compatibility fixes before basicsr is imported)
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.options import ordered_yaml
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
 from dsmnet_arch.tiling import count_tiles, tile_side, tiled_forward
+from dsmnet_arch.utils import keep_freed_memory
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # sizes of a full run (the paper's training batch) and of a smoke run
 PRESETS = {
     'full': dict(num_feat=32, batch=32, patch=64, reference_side=512, sides=(256, 512, 1024), large=(3000, 4000),
-                 tile=1088, overlap=64, pairs=16, pair_size=(321, 481), samples=256, reference_seconds=2.0),
+                 tile=640, overlap=64, pairs=16, pair_size=(321, 481), samples=256, reference_seconds=2.0,
+                 basicsr_iters=12),
     'quick': dict(num_feat=8, batch=2, patch=32, reference_side=64, sides=(32, 64), large=(96, 128),
-                  tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8, reference_seconds=0.0),
+                  tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8, reference_seconds=0.0,
+                  basicsr_iters=3),
 }
 MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
 
@@ -172,7 +188,7 @@ def training_step(cfg, device, autocast, repeats):
     torch.manual_seed(0)
     shape = (cfg['batch'], 3, cfg['patch'], cfg['patch'])
     net = DSMNet(num_feat=cfg['num_feat']).to(device).train()
-    criterion = MSESSIMLoss()
+    criterion = MSESSIMLoss().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
     lq = torch.rand(shape, device=device)
     gt = (lq * 0.8 + 0.1).clamp(0, 1)
@@ -259,8 +275,9 @@ def write_pairs(folder, count, size, seed=0):
     return names
 
 
-def data_pipeline(cfg, repeats):
-    """Samples/s of one PairedImageDataset worker (paper crop and flips) from PNG files and from LMDB."""
+def data_pipeline(cfg, device, repeats):
+    """Samples/s of one PairedImageDataset worker (paper crop and flips) from PNG files and from LMDB,
+    and the data time of a short BasicSR training run on the LMDB (see :func:`basicsr_training`)."""
     rates = {}
     with tempfile.TemporaryDirectory() as root:
         names = write_pairs(root, cfg['pairs'], cfg['pair_size'])
@@ -281,7 +298,54 @@ def data_pipeline(cfg, repeats):
                     dataset[int(index)]
 
             rates[backend] = cfg['samples'] / best_time(load, repeats, torch.device('cpu'))
-    return rates
+        return rates, basicsr_training(cfg, device, root)
+
+
+LOG_LINE = re.compile(r'iter:\s*([\d,]+),.*time \(data\): ([\d.]+) \(([\d.]+)\)')
+
+
+def basicsr_training(cfg, device, root):
+    """BasicSR's own data time: ``dsmnet_arch/train.py`` with the paper's LMDB options.
+
+    Runs ``options/train_DSMNet_Rain100L_lmdb.yml`` (its batch, crop and default data-loader workers;
+    the quick preset shrinks the network, batch and workers) on the LMDB in ``root`` for
+    ``cfg['basicsr_iters']`` iterations without validation or checkpoints, logging every iteration,
+    and reads the log. BasicSR logs running averages since the start, so the first iteration (the
+    workers starting up) stays in them; the per-iteration times are recovered from the averages
+    to give the share without it too.
+    """
+    with open(os.path.join(REPO, 'options', 'train_DSMNet_Rain100L_lmdb.yml')) as f:
+        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    iters = cfg['basicsr_iters']
+    train = opt['datasets']['train']
+    train.update(dataroot_gt=os.path.join(root, 'target.lmdb'), dataroot_lq=os.path.join(root, 'input.lmdb'))
+    if cfg['num_feat'] != 32:  # quick preset
+        opt['network_g']['num_feat'] = cfg['num_feat']
+        train.update(gt_size=cfg['patch'], batch_size_per_gpu=cfg['batch'], num_worker_per_gpu=1)
+    train['dataset_enlarge_ratio'] = iters * train['batch_size_per_gpu'] // cfg['pairs'] + 1  # one epoch
+    del opt['datasets']['val'], opt['val']
+    opt.update(name='benchmark_basicsr', num_gpu=0 if device.type == 'cpu' else 1)
+    opt['train'].update(total_iter=iters, scheduler=dict(type='MultiStepLR', milestones=[iters], gamma=0.5))
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9, use_tb_logger=False)
+    run_dir = os.path.join(root, 'basicsr')
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, 'options.yml'), 'w') as f:
+        yaml.dump(dict(opt), f, Dumper=ordered_yaml()[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get('PYTHONPATH'), REPO])))
+    done = subprocess.run([sys.executable, '-m', 'dsmnet_arch.train', '-opt', 'options.yml'], cwd=run_dir, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = glob.glob(os.path.join(run_dir, 'experiments', 'benchmark_basicsr', 'train_benchmark_basicsr_*.log'))
+    found = [LOG_LINE.search(line) for path in logs for line in open(path)]
+    averages = [(int(m.group(1).replace(',', '')), float(m.group(2)), float(m.group(3))) for m in found if m]
+    if done.returncode or len(averages) != iters:
+        raise RuntimeError(f'benchmark: the BasicSR training run failed:\n{done.stdout[-3000:]}')
+    n, time_avg, data_avg = averages[-1]
+    _, first_time, first_data = averages[0]
+    later_time, later_data = n * time_avg - first_time, n * data_avg - first_data
+    return dict(iterations=n, workers=train['num_worker_per_gpu'], batch=train['batch_size_per_gpu'],
+                seconds_per_iter=time_avg, data_seconds_per_iter=data_avg, share=data_avg / time_avg,
+                share_after_first=later_data / later_time if n > 1 else None, first_iter_seconds=first_time,
+                first_iter_data_seconds=first_data)
 
 
 def header(args, device):
@@ -304,6 +368,7 @@ def header(args, device):
 
 def run(args):
     device = torch.device(args.device)
+    malloc = 'system default' if args.system_malloc or not keep_freed_memory() else 'keeps freed memory'
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == 'cuda' and not torch.cuda.is_available():
@@ -312,7 +377,7 @@ def run(args):
     if args.tile:
         cfg = dict(cfg, tile=args.tile)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == 'bf16')
-    results = dict(header=header(args, device))
+    results = dict(header=dict(header(args, device), malloc=malloc))
     c, patch, side = cfg['num_feat'], cfg['patch'], cfg['reference_side']
 
     start = time.perf_counter()
@@ -342,8 +407,8 @@ def run(args):
     tiled['ratio_to_largest_whole'] = tiled['ms_per_mp'] / results['inference'][-1]['ms_per_mp']
     results['tiled'] = tiled
 
-    log('data pipeline')
-    rates = data_pipeline(cfg, args.repeats)
+    log('data pipeline and BasicSR training')
+    rates, results['basicsr'] = data_pipeline(cfg, device, args.repeats)
     consumed = train['patches_per_s']
     results['data'] = dict(crop=patch, image_size=list(cfg['pair_size']), consumed_per_s=consumed, **{
         backend: dict(samples_per_s=rate, share=consumed / (consumed + rate)) for backend, rate in rates.items()})
@@ -367,7 +432,7 @@ def table(results):
     lines = [f'- date: {h["date"]}', f'- command: `{h["command"]}`', f'- device: {h["device_name"]} ({h["device"]})',
              f'- precision: {h["precision"]}, threads: {h["threads"]}, torch {h["torch"]}, '
              f'best of {h["repeats"]} after a warm-up', f'- load average (1, 5, 15 min), start -> end: {load}',
-             f'- GLIBC_TUNABLES: {h["glibc_tunables"] or "not set"}', '',
+             f'- malloc: {h["malloc"]}; GLIBC_TUNABLES: {h["glibc_tunables"] or "not set"}', '',
              '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |',
              '|---|---|---:|---:|---:|---:|---:|']
     for name, row in (('reference 3x3 conv, fwd + bwd', results['reference']['train']),
@@ -391,6 +456,12 @@ def table(results):
         lines.append(f'| data, {name}, 1 worker | {d["crop"]}^2 crops of {shape_str(d["image_size"])} | '
                      f'| {d[backend]["samples_per_s"]:,.0f} samples/s | | | data share {d[backend]["share"]:.1%} |')
     lines.append(f'| training consumes | | | {d["consumed_per_s"]:.1f} patches/s | | | |')
+    b = results['basicsr']
+    after = '' if b['share_after_first'] is None else f', {b["share_after_first"]:.1%} after the first iteration'
+    workers = f'{b["workers"]} worker' + ('s' if b['workers'] != 1 else '')
+    lines.append(f'| BasicSR training, LMDB, {workers}, {b["iterations"]} iterations (its log) '
+                 f'| {b["batch"]} x 3 x {d["crop"]} x {d["crop"]} | {b["seconds_per_iter"]:.2f} s/iter '
+                 f'| data {b["data_seconds_per_iter"]:.3f} s/iter | | | data share {b["share"]:.1%}{after} |')
     return '\n'.join(lines)
 
 
@@ -401,9 +472,13 @@ def parse_args(argv=None):
                         help='fp32, or bf16 autocast as train: bf16: true does (default fp32)')
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch (default: its own choice)')
     parser.add_argument('--repeats', type=int, default=3, help='timed runs after the warm-up (default 3)')
-    parser.add_argument('--tile', type=int, help='largest tile side for the 12 MP image (default 1088)')
+    parser.add_argument('--tile', type=int,
+                        help='largest tile side for the 12 MP image (default 640, which gives tiles of 560)')
     parser.add_argument('--json', default=os.path.join('results', 'benchmark.json'),
                         help='where the JSON goes (default results/benchmark.json)')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help="leave glibc's malloc as it is (default: keep freed memory for reuse, as the "
+                        "package's programs do; dsmnet_arch.utils.keep_freed_memory)")
     parser.add_argument('--quick', action='store_true', help='tiny sizes: a smoke run in seconds')
     parser.add_argument('--verbose', action='store_true', help='name each measurement on stderr as it starts')
     args = parser.parse_args(argv)

@@ -23,6 +23,9 @@ def test_least_work_tile_covers_large_image_with_fewest_pixels():
     # 12 MP in 3 x 4 tiles of 1048 (1.10x pixels); no other tile up to 1088 computes fewer
     assert script.least_work_tile(3000, 4000, 1088, 64, 8) == 1055
     assert count_tiles(3000, 4000, 1055, 64, 8) == 12
+    # the default --tile 640: 8 x 6 tiles of 560 x 560 (1.25x pixels)
+    assert script.least_work_tile(3000, 4000, script.PRESETS['full']['tile'], 64, 8) == 567
+    assert count_tiles(3000, 4000, 567, 64, 8) == 48
 
 
 def test_quick_run_writes_json_and_table(tmp_path, capsys):
@@ -36,6 +39,7 @@ def test_quick_run_writes_json_and_table(tmp_path, capsys):
     h = r['header']
     assert (h['device'], h['precision'], h['preset'], h['threads']) == ('cpu', 'fp32', 'quick', torch.get_num_threads())
     assert h['command'] == f'python scripts/benchmark.py --quick --repeats 1 --json {path}'
+    assert h['malloc'] in ('keeps freed memory', 'system default')
 
     for key, shape in (('train', [cfg['batch'], cfg['num_feat'], cfg['patch'], cfg['patch']]),
                        ('inference', [1, cfg['num_feat'], cfg['reference_side'], cfg['reference_side']])):
@@ -71,7 +75,15 @@ def test_quick_run_writes_json_and_table(tmp_path, capsys):
         rate = d[backend]['samples_per_s']
         assert rate > 0 and d[backend]['share'] == pytest.approx(d['consumed_per_s'] / (d['consumed_per_s'] + rate))
 
+    # BasicSR's own log of a short training run on the LMDB
+    b = r['basicsr']
+    assert (b['iterations'], b['batch'], b['workers']) == (cfg['basicsr_iters'], cfg['batch'], 1)
+    assert 0 <= b['data_seconds_per_iter'] < b['seconds_per_iter'] and b['first_iter_seconds'] > 0
+    assert b['share'] == pytest.approx(b['data_seconds_per_iter'] / b['seconds_per_iter'])
+    assert 0 <= b['share_after_first'] < 1
+
     assert '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |' in table
-    for name in ('reference 3x3 conv, fwd + bwd', 'training step', 'inference, tiled', 'data, LMDB'):
+    for name in ('reference 3x3 conv, fwd + bwd', 'training step', 'inference, tiled', 'data, LMDB',
+                 'BasicSR training, LMDB, 1 worker, 3 iterations'):
         assert f'| {name}' in table
     assert table.rstrip().endswith(f'JSON: {path}')
