@@ -56,18 +56,19 @@ def _act_(x):
 
 
 def _sum(tensors):
-    """Sum of a list of tensors; two or more are accumulated in place in one new tensor."""
-    if len(tensors) == 1:
-        return tensors[0]
-    total = tensors[0] + tensors[1]
-    for t in tensors[2:]:
-        total += t
+    """Sum of an iterable of tensors: one tensor as is; more are accumulated in place in one new
+    tensor as they come, so that without autograd each term can be freed once it is added."""
+    tensors = iter(tensors)
+    total = next(tensors)
+    for i, t in enumerate(tensors):
+        total = total + t if i == 0 else total.add_(t)
     return total
 
 
 def _conv_cat(conv, parts):
-    """``conv(Cat[parts])`` for a 1x1 convolution, as the sum of the convolutions of the parts with
-    the matching slices of its weight: the same arithmetic, without writing the concatenation."""
+    """``conv(Cat[parts])`` for a 1x1 convolution and an iterable of parts, as the sum of the
+    convolutions of the parts with the matching slices of its weight: the same arithmetic, without
+    writing the concatenation, and each part can be freed once used."""
     out, start = None, 0
     for part in parts:
         weight = conv.weight[:, start:start + part.shape[1]]
@@ -170,7 +171,7 @@ class CADB(nn.Module):
         self.conv = nn.Conv2d(len(names) * num_feat, num_feat, 1)
 
     def forward(self, x):
-        return _conv_cat(self.conv, [getattr(self, name)(x) for name in self.branches]).add_(x)
+        return _conv_cat(self.conv, (getattr(self, name)(x) for name in self.branches)).add_(x)
 
 
 def _conv_k(num_feat, k, dilated):
@@ -208,11 +209,13 @@ class MAB(nn.Module):
         return self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self._exchange(x)))).add_(x)  # eq. 11
 
     def _exchange(self, x):
-        """The F_c^k of eq. 2-10 (their intermediates are freed on return when no gradient keeps them)."""
+        """Yields the F_c^k of eq. 2-10 one by one; without autograd, each is freed once used."""
         f_a = [_act_(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
         s_a = _sum(f_a)
-        s_b = _sum([_act_(conv(s_a)) for conv in self.conv_b.values()])  # eq. 5-7, summed
-        return [_act_(conv(s_b + a)) + a for conv, a in zip(self.conv_c.values(), f_a)]  # eq. 8-10
+        s_b = _sum(_act_(conv(s_a)) for conv in self.conv_b.values())  # eq. 5-7, summed
+        del s_a
+        for conv, a in zip(self.conv_c.values(), f_a):
+            yield _act_(conv(s_b + a)) + a  # eq. 8-10
 
 
 class FusionBlock(nn.Module):
@@ -325,7 +328,7 @@ class DSMNet(nn.Module):
         out = {}
         for i, j in self.nodes:
             if j == 0:
-                feat = scales[i]
+                feat, scales[i] = scales[i], None  # S_i is used once: not kept to the end
                 if self.across_down and i > 0:
                     feat = self.down[f'{i}']([F.avg_pool2d(out[i - 1, 0], 2), feat])
             else:
