@@ -75,7 +75,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = {
     'full': dict(num_feat=32, batch=32, patch=64, reference_side=512, sides=(256, 512, 1024), large=(3000, 4000),
                  tile=640, overlap=64, pairs=16, pair_size=(321, 481), samples=256, reference_seconds=2.0,
-                 basicsr_iters=12),
+                 basicsr_iters=24),
     'quick': dict(num_feat=8, batch=2, patch=32, reference_side=64, sides=(32, 64), large=(96, 128),
                   tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8, reference_seconds=0.0,
                   basicsr_iters=3),

@@ -67,7 +67,9 @@ def worker(job):
     from dsmnet_arch.archs.dsmnet_arch import DSMNet
     from dsmnet_arch.infer import Deraining, build_model
     from dsmnet_arch.tiling import count_tiles
+    from dsmnet_arch.utils import keep_freed_memory
 
+    keep_freed_memory()  # as dsmnet-derain does
     if job['threads']:
         torch.set_num_threads(job['threads'])
     torch.manual_seed(0)
