@@ -156,7 +156,8 @@ def main():
             save = os.path.join(tmp, f'{mp}_{tile}_{init}.npy') if mp == 1 else None
             r = measure(size=(height, width), tile=tile, overlap=args.overlap, threads=args.threads, init=init,
                         weights=args.weights, save=save)
-            outputs[init, tile] = save
+            if save:  # the 1 MP outputs, compared below
+                outputs[init, tile] = save
             if init == 'default':
                 print(f'| {label} | {tiling} | {r["tiles"]} | {r["seconds"] / r["megapixels"]:.1f} | '
                       f'{r["peak_rss"] / 2**30:.2f} GiB | {r["rss_before"] / 2**30:.2f} GiB | '
