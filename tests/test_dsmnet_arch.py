@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet)
 from basicsr.archs import build_network
-from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS, MAB, MAB_VARIANTS, CADB, DSMNet, SubspaceAttention
+from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS, MAB, MAB_VARIANTS, CADB, DSMNet, FusionBlock, SubspaceAttention
 
 from conftest import REPO
 
@@ -250,6 +250,18 @@ def test_grouped_subspace_attention_equals_per_subspace_loop(num_subspaces):
         sa.eval()
         reference = subspace_loop(sa, x, training=False)
         assert (sa(x) - reference).abs().max() < 1e-5
+
+
+def test_fusion_block_refuses_the_wrong_number_of_features():
+    """Its 1x1 convolution runs part by part, but checks the channels as one over Cat[feats] would."""
+    block = FusionBlock(3, 8, 'ca+sa', 2, 2).eval()
+    feats = [torch.rand(1, 8, 6, 6) for _ in range(3)]
+    with torch.no_grad():
+        assert block(feats).shape == (1, 8, 6, 6)
+        with pytest.raises(ValueError, match='got 16 input channels in all, expected 24'):
+            block(feats[:2])
+        with pytest.raises(RuntimeError):
+            block(feats + feats[:1])
 
 
 def test_cadb_is_fusion_of_concurrent_branches_plus_input():

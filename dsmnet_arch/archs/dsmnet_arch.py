@@ -74,6 +74,8 @@ def _conv_cat(conv, parts):
         weight = conv.weight[:, start:start + part.shape[1]]
         start += part.shape[1]
         out = F.conv2d(part, weight, conv.bias) if out is None else out.add_(F.conv2d(part, weight))
+    if start != conv.in_channels:  # as the convolution of a concatenation would
+        raise ValueError(f'{conv} got {start} input channels in all, expected {conv.in_channels}')
     return out
 
 
