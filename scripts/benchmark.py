@@ -75,10 +75,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = {
     'full': dict(num_feat=32, batch=32, patch=64, reference_side=512, sides=(256, 512, 1024), large=(3000, 4000),
                  tile=640, overlap=64, pairs=16, pair_size=(321, 481), samples=256, reference_seconds=2.0,
-                 basicsr_iters=24),
+                 basicsr_iters=24, basicsr_workers=None),
     'quick': dict(num_feat=8, batch=2, patch=32, reference_side=64, sides=(32, 64), large=(96, 128),
                   tile=64, overlap=8, pairs=4, pair_size=(72, 96), samples=8, reference_seconds=0.0,
-                  basicsr_iters=3),
+                  basicsr_iters=3, basicsr_workers=1),
 }
 MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
 
@@ -307,21 +307,24 @@ LOG_LINE = re.compile(r'iter:\s*([\d,]+),.*time \(data\): ([\d.]+) \(([\d.]+)\)'
 def basicsr_training(cfg, device, root):
     """BasicSR's own data time: ``dsmnet_arch/train.py`` with the paper's LMDB options.
 
-    Runs ``options/train_DSMNet_Rain100L_lmdb.yml`` (its batch, crop and default data-loader workers;
-    the quick preset shrinks the network, batch and workers) on the LMDB in ``root`` for
+    Runs ``options/train_DSMNet_Rain100L_lmdb.yml`` with the preset's network width, batch and crop
+    (the full preset's are the options' own) and the options' data-loader workers unless the preset
+    names a number (the quick one: 1), on the LMDB in ``root`` for
     ``cfg['basicsr_iters']`` iterations without validation or checkpoints, logging every iteration,
     and reads the log. BasicSR logs running averages since the start, so the first iteration (the
     workers starting up) stays in them; the per-iteration times are recovered from the averages
-    to give the share without it too.
+    to give the share without it too. The run is the package's own training program, so it keeps
+    freed memory whatever ``--system-malloc`` says.
     """
     with open(os.path.join(REPO, 'options', 'train_DSMNet_Rain100L_lmdb.yml')) as f:
         opt = yaml.load(f, Loader=ordered_yaml()[0])
     iters = cfg['basicsr_iters']
     train = opt['datasets']['train']
     train.update(dataroot_gt=os.path.join(root, 'target.lmdb'), dataroot_lq=os.path.join(root, 'input.lmdb'))
-    if cfg['num_feat'] != 32:  # quick preset
-        opt['network_g']['num_feat'] = cfg['num_feat']
-        train.update(gt_size=cfg['patch'], batch_size_per_gpu=cfg['batch'], num_worker_per_gpu=1)
+    opt['network_g']['num_feat'] = cfg['num_feat']
+    train.update(gt_size=cfg['patch'], batch_size_per_gpu=cfg['batch'])
+    if cfg['basicsr_workers'] is not None:
+        train['num_worker_per_gpu'] = cfg['basicsr_workers']
     train['dataset_enlarge_ratio'] = iters * train['batch_size_per_gpu'] // cfg['pairs'] + 1  # one epoch
     del opt['datasets']['val'], opt['val']
     opt.update(name='benchmark_basicsr', num_gpu=0 if device.type == 'cpu' else 1)
