@@ -12,8 +12,8 @@ import sys
 if __package__ in (None, ''):  # run as a file: import the package from this checkout
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dsmnet_arch.data.rain_datasets import (DATASETS, RELEASE_FOLDERS, PreparationError,  # noqa: E402
-                                            prepare_dataset, resolve_sources)
+from dsmnet_arch.preparation import (DATASETS, RELEASE_FOLDERS, PreparationError,  # noqa: E402
+                                    prepare_dataset, resolve_sources)
 
 EPILOG = 'Release folder names looked up inside --src:\n' + '\n'.join(
     f'  {name:9s} train: {folders["train"]:14s} test: {folders["test"]}' for name, folders in RELEASE_FOLDERS.items())

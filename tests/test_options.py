@@ -21,7 +21,7 @@ import yaml
 
 from conftest import REPO, write_pairs
 from dsmnet_arch.checks import run_pipeline
-from dsmnet_arch.data.rain_datasets import PAPER_PAIRS, prepare_dataset
+from dsmnet_arch.preparation import PAPER_PAIRS, prepare_dataset
 
 FILES = sorted(f for f in glob.glob(os.path.join(REPO, 'options', '*_DSMNet_*.yml')) if not f.endswith('_demo.yml'))
 TRAIN = [f for f in FILES if os.path.basename(f).startswith('train_')]

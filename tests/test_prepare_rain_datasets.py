@@ -16,7 +16,7 @@ from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from conftest import REPO
-from dsmnet_arch.data import rain_datasets as rd
+from dsmnet_arch import preparation as rd
 
 H, W = 64, 72  # at least the options' 64 x 64 crop
 
