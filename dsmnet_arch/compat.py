@@ -11,43 +11,9 @@ import types
 
 import torch
 
+from dsmnet_arch.checkpoint import load_checkpoint, state_dict_from_checkpoint
+
 _applied = False
-
-
-def load_checkpoint(path, map_location='cpu'):
-    """``torch.load`` for checkpoints and training states that users hand us (untrusted).
-
-    Loads with ``weights_only=True``, so a file that would unpickle code is refused. Any failure
-    is re-raised as a one-line ``ValueError`` that names the file instead of a pickle traceback.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Checkpoint file not found: {path}')
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, foreign, or pickled code: all are refused the same way
-        reason = str(err).strip().splitlines()[0].split('. ')[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f'Cannot load checkpoint {path}: not a readable PyTorch checkpoint '
-                         f'of tensors ({type(err).__name__}: {reason})') from None
-
-
-def state_dict_from_checkpoint(checkpoint, path, param_key='params'):
-    """The network weights inside a loaded checkpoint, and the key they were found under.
-
-    Takes BasicSR's ``{param_key: state_dict}`` files (falling back from ``params_ema`` to
-    ``params`` as BasicSR does) and bare state dicts; anything else is a ``ValueError`` naming
-    ``path``.
-    """
-    state_dict = checkpoint
-    if isinstance(checkpoint, dict) and param_key is not None:
-        if param_key not in checkpoint and 'params' in checkpoint:
-            param_key = 'params'  # BasicSR's fallback: params_ema asked for, only params saved
-        state_dict = checkpoint.get(param_key, checkpoint)
-    if not isinstance(state_dict, dict) or not state_dict or not all(
-            torch.is_tensor(v) for v in state_dict.values()):
-        raise ValueError(f'Cannot load network weights from {path}: expected a state dict of tensors '
-                         f'(optionally under the key "{param_key}")')
-    return state_dict, param_key
 
 
 def _storage_device():
@@ -125,7 +91,6 @@ def _patch_load_network():
     def load_network(self, net, load_path, strict=True, param_key='params'):
         net = self.get_bare_model(net)
         state_dict, param_key = state_dict_from_checkpoint(load_checkpoint(load_path), load_path, param_key)
-        state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
         get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, '
                                f'with param key: [{param_key}].')
         self._print_different_keys_loading(net, state_dict, strict)

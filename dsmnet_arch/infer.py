@@ -26,9 +26,8 @@ from tqdm import tqdm
 import dsmnet_arch  # noqa: F401  (BasicSR fixes, registers DSMNet)
 from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.options import ordered_yaml
-from basicsr.utils.registry import ARCH_REGISTRY
-from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS
-from dsmnet_arch.compat import load_checkpoint
+from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
+from dsmnet_arch.checkpoint import arch_from_checkpoint, load_checkpoint, state_dict_from_checkpoint
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 from dsmnet_arch.tiling import DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, count_tiles, free_memory, \
     tiled_forward
@@ -154,54 +153,6 @@ def write_image(path, img):
 
 # ----------------------------------------------------------------------------- the network
 
-def load_state_dict(path):
-    """The network weights in ``path``: a BasicSR checkpoint (``params_ema`` preferred over
-    ``params``) or a bare state dict. Loaded weights-only; anything else is a ``ValueError``."""
-    checkpoint = load_checkpoint(path, map_location='cpu')
-    state = checkpoint
-    if isinstance(checkpoint, dict):
-        state = checkpoint.get('params_ema', checkpoint.get('params', checkpoint))
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f'Cannot use {path}: expected a state dict of tensors, bare or under the key '
-                         '"params" or "params_ema" (BasicSR\'s net_g_*.pth)')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
-def infer_dsmnet_args(state):
-    """DSMNet constructor arguments read off a state dict (key layout: the arch module's docstring).
-
-    Returns only the arguments the keys determine; the others cannot change the weights and keep
-    their defaults. Raises ``ValueError`` for a state dict that is not DSMNet's.
-    """
-    if 'conv_first.weight' not in state or 'conv_last.weight' not in state or 'mab.0_0.cadb.conv.weight' not in state:
-        raise ValueError('the state dict has no conv_first / conv_last / mab.0_0 weights of a DSMNet')
-    num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
-    args = dict(num_in_ch=num_in_ch, num_out_ch=state['conv_last.weight'].shape[0], num_feat=num_feat)
-    args['num_levels'] = len({k.split('.')[1] for k in state if k.startswith('mab.0_')})
-    prefix = 'mab.0_0.conv_a.k'
-    kernels = {int(k[len(prefix):].split('.')[0]): v.shape[-1] for k, v in state.items()
-               if k.startswith(prefix) and k.endswith('.weight')}
-    args['kernel_sizes'] = list(kernels)  # state-dict order = the order of the concatenation in the MAB
-    if any(k > 3 for k in kernels):
-        args['dilated'] = all(size == 3 for k, size in kernels.items() if k > 3)
-    branches = {name for name in ('ca', 'sp', 'sa') if any(k.startswith(f'mab.0_0.cadb.{name}.') for k in state)}
-    args['attention'] = next((a for a in ATTENTIONS if set(a.split('+')) == branches), None)
-    if args['attention'] is None:
-        raise ValueError(f'no known attention branches in mab.0_0.cadb (found {sorted(branches)})')
-    if 'ca' in branches:
-        args['reduction'] = num_feat // state['mab.0_0.cadb.ca.mlp.0.weight'].shape[0]
-    if 'sa' in branches:
-        args['num_subspaces'] = state['mab.0_0.cadb.sa.pw.weight'].shape[0]
-    if args['num_levels'] > 1:
-        args['across_up'] = any(k.startswith('mab.1_') for k in state)
-        if args['across_up']:
-            args['across_down'] = any(k.startswith('down.') for k in state)
-    if args['num_levels'] > 2:
-        fused = state['fuse.0_2.conv.weight'].shape[1] // num_feat  # (2 if dense else 1) + across_up
-        args['dense_fusion'] = fused - args.get('across_up', False) == 2
-    return args
-
-
 def read_network_opt(path):
     """DSMNet arguments from the ``network_g`` section of a BasicSR training options file."""
     try:
@@ -217,23 +168,32 @@ def read_network_opt(path):
 
 
 def build_model(weights, opt=None):
-    """DSMNet with the weights of ``weights``, its arguments from ``opt`` (an options file) or
-    inferred from the weights, in eval mode on the CPU. Mismatches raise a one-line ``ValueError``."""
-    state = load_state_dict(weights)
+    """DSMNet with the weights of ``weights`` (``params_ema`` preferred over ``params``), in eval
+    mode on the CPU. Its arguments come from ``opt`` (an options file) if given, else from the
+    arguments the checkpoint records, else they are read off the weights (checkpoints of BasicSR
+    and of earlier versions, bare state dicts). Mismatches raise a one-line ``ValueError``."""
+    checkpoint = load_checkpoint(weights, map_location='cpu')
+    state, _ = state_dict_from_checkpoint(checkpoint, weights, 'params_ema')
     try:
-        inferred = infer_dsmnet_args(state)
+        inferred = args_from_state_dict(state)
     except (ValueError, KeyError) as err:
         raise ValueError(f'Weights in {weights} are not DSMNet weights: {err}') from None
-    if opt is None:
-        args, source = inferred, 'inferred from the weights'
-    else:
+    recorded = arch_from_checkpoint(checkpoint, weights)
+    if opt is not None:
         args, source = read_network_opt(opt), f'network_g of {opt}'
-    defaults = {k: p.default for k, p in inspect.signature(ARCH_REGISTRY.get('DSMNet')).parameters.items()}
+    elif recorded is not None:
+        arch_type, args = recorded
+        if arch_type != 'DSMNet':
+            raise ValueError(f'{weights} holds the weights of a {arch_type}, not of a DSMNet')
+        source = f'the arguments saved in {weights}'
+    else:
+        args, source = inferred, 'inferred from the weights'
+    defaults = {k: p.default for k, p in inspect.signature(DSMNet).parameters.items()}
     unknown = set(args) - set(defaults)
     if unknown:
         raise ValueError(f'Unknown DSMNet arguments in {source}: {", ".join(sorted(unknown))}')
     try:
-        model = ARCH_REGISTRY.get('DSMNet')(**args)
+        model = DSMNet(**args)
         model.load_state_dict(state, strict=True)
     except (ValueError, TypeError, RuntimeError) as err:
         full = {**defaults, **args}
@@ -327,6 +287,24 @@ def derain_file(derain, src, dst, cmp=None, tile_bar=None):
     return bgr.shape[0] * bgr.shape[1], notes
 
 
+def tile_overlap(tile, overlap, multiple):
+    """The tile overlap for ``--tile`` and ``--tile-overlap`` (``None``: not given) with a model that
+    pads to ``multiple``. Without ``--tile-overlap`` a tile too small for the default overlap gets
+    the largest that fits, and says so; an explicit overlap that does not fit is a ``ValueError``."""
+    if not isinstance(tile, int):  # whole image or 'auto' (which fits the tile to the overlap)
+        return DEFAULT_OVERLAP if overlap is None else overlap
+    room = tile - (multiple - 1)  # tiles shrink by up to multiple - 1 to match the padding
+    if overlap is None:
+        overlap = min(DEFAULT_OVERLAP, max(0, (room - 1) // 2))
+        if overlap < DEFAULT_OVERLAP:
+            print(f'dsmnet-derain: --tile {tile} leaves room for a tile overlap of {overlap} pixels, not the default '
+                  f'{DEFAULT_OVERLAP}: using {overlap} (--tile-overlap sets it)', file=sys.stderr)
+    if room <= 2 * overlap:
+        raise ValueError(f'--tile {tile} must exceed twice --tile-overlap ({overlap}) by at least {multiple - 1} '
+                         'for this DSMNet')
+    return overlap
+
+
 def tile_arg(value):
     """``--tile``: 'auto', 0 (whole image) or a side in pixels."""
     if value == 'auto':
@@ -354,21 +332,22 @@ def parse_args(argv=None):
     parser.add_argument('--weights', required=True,
                         help="BasicSR net_g_*.pth ('params_ema' preferred over 'params') or a bare state dict")
     parser.add_argument('--opt', help='training options file whose network_g gives the DSMNet arguments '
-                        '(default: read them off the weights)')
+                        '(default: those the checkpoint records, else read off the weights)')
     parser.add_argument('--recursive', action='store_true', help='also take images in subfolders of a folder INPUT')
     parser.add_argument('--ext', type=ext_arg, help='output format, e.g. png (default: the input\'s)')
     parser.add_argument('--tile', type=tile_arg, default='auto',
                         help="tile side in pixels, 0 for the whole image, or 'auto' (default): the whole image if "
                         'it fits in half the free memory, else the largest tile that does')
-    parser.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,
-                        help=f'least overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})')
+    parser.add_argument('--tile-overlap', type=int,
+                        help=f'least overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP}, or as much '
+                        'as a smaller --tile leaves room for)')
     parser.add_argument('--batch', type=int, help='tiles per forward pass (default: 4 on a GPU, 1 on the CPU)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
     parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
                         help='fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
     parser.add_argument('--compare', action='store_true', help='also write input | derained to OUTDIR/compare/')
     args = parser.parse_args(argv)
-    if args.tile_overlap < 0:
+    if args.tile_overlap is not None and args.tile_overlap < 0:
         parser.error(f'--tile-overlap must be >= 0, got {args.tile_overlap}')
     if args.batch is not None and args.batch < 1:
         parser.error(f'--batch must be >= 1, got {args.batch}')
@@ -385,10 +364,8 @@ def main(argv=None):
         batch = args.batch or (4 if device.type == 'cuda' else 1)
         model = build_model(args.weights, args.opt)
         multiple = 2**(model.num_levels - 1)  # DSMNet pads to this; tiles shrink by up to multiple - 1 to match
-        if isinstance(args.tile, int) and args.tile - (multiple - 1) <= 2 * args.tile_overlap:
-            raise ValueError(f'--tile {args.tile} must exceed twice --tile-overlap ({args.tile_overlap}) '
-                             f'by at least {multiple - 1} for this DSMNet')
-        derain = Deraining(model, device, args.precision, args.tile, args.tile_overlap, batch, multiple)
+        overlap = tile_overlap(args.tile, args.tile_overlap, multiple)
+        derain = Deraining(model, device, args.precision, args.tile, overlap, batch, multiple)
     except (ValueError, FileNotFoundError, MemoryError) as err:
         print(f'dsmnet-derain: error: {err}', file=sys.stderr)
         return 2

@@ -18,31 +18,6 @@ def import_modules(package_name, package_path, suffix):
     return [importlib.import_module(f'{package_name}.{name}') for name in names]
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A process killed during the save leaves the previous file (or none), never a truncated one.
-    """
-    import os
-    import tempfile
-
-    import torch
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 

@@ -8,10 +8,10 @@ element-wise, pooling, normalisation and softmax operations). Models are built o
 device, so nothing is computed and the table prints in seconds.
 
 Variants: the paper's ablations, each changing one argument of the default model (paper Table 3:
-attention; Table 4: num_subspaces; Table 5: MAB variants M1-M5), and dilated kernels. Table 5's
-M1 (no connection) and M5 (all, the default) are the paper's; M2-M4 are our choice, defined once
-in ``MAB_VARIANTS`` of the architecture: M2 = dense_fusion, M3 = dense_fusion + across_up,
-M4 = across_up + across_down. The table names each variant's connections.
+attention; Table 4: num_subspaces; Table 5: mab_variant M1-M5, the connections inside the MAB
+as the paper's table defines them), dilated kernels, and the network-level links of our
+reconstruction (level_down, level_up, level_dense; not a paper ablation). The table names each
+Table 5 variant's connections. The five have the same weights and convolutions: their rows agree.
 """
 import argparse
 
@@ -28,8 +28,9 @@ def variants():
     rows += [(f'num_subspaces={n}', dict(num_subspaces=n)) for n in (4, 16)]
     for name, flags in MAB_VARIANTS.items():
         on = [k for k, v in flags.items() if v]
-        rows.append((f'{name} ({", ".join(on) if on else "no connection"})', flags))
+        rows.append((f'mab_variant={name} ({", ".join(on) if on else "no connection"})', dict(mab_variant=name)))
     rows.append(('dilated=True', dict(dilated=True)))
+    rows += [(f'{link}=False', {link: False}) for link in ('level_down', 'level_up', 'level_dense')]
     return rows
 
 

@@ -228,10 +228,10 @@ def test_nonfinite_loss_skip_drops_the_batch(monkeypatch, capsys, tmp_path, toy_
 
 
 def test_atomic_save_keeps_the_previous_file(tmp_path, monkeypatch):
-    from dsmnet_arch.utils import atomic_torch_save
+    from dsmnet_arch.checkpoint import atomic_save
 
     target = tmp_path / 'net_g_latest.pth'
-    atomic_torch_save({'params': {'w': torch.ones(3)}}, target)
+    atomic_save({'params': {'w': torch.ones(3)}}, target)
 
     def dies_midway(obj, f, *args, **kwargs):
         f.write(b'PK\x03\x04 half a checkpoint')
@@ -239,7 +239,7 @@ def test_atomic_save_keeps_the_previous_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, 'save', dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        atomic_torch_save({'params': {'w': torch.zeros(3)}}, target)
+        atomic_save({'params': {'w': torch.zeros(3)}}, target)
     monkeypatch.undo()
     assert torch.equal(torch.load(target, weights_only=True)['params']['w'], torch.ones(3))
     assert os.listdir(tmp_path) == ['net_g_latest.pth']

@@ -19,7 +19,7 @@ RECORDER = textwrap.dedent('''
     record = {'samples': [], 'saves': 0, 'validations': 0}
     model = []
     feed, step, validate, save = (DerainModel.feed_data, DerainModel.optimize_parameters,
-                                  DerainModel.nondist_validation, derain_model.atomic_torch_save)
+                                  DerainModel.nondist_validation, derain_model.atomic_save)
 
     def feed_data(self, data):
         self.recorded_paths = list(data['lq_path'])
@@ -34,12 +34,12 @@ RECORDER = textwrap.dedent('''
         record['validations'] += 1
         validate(self, *args, **kwargs)
 
-    def atomic_torch_save(*args, **kwargs):
+    def atomic_save(*args, **kwargs):
         record['saves'] += 1
         save(*args, **kwargs)
 
     DerainModel.feed_data, DerainModel.optimize_parameters = feed_data, optimize_parameters
-    DerainModel.nondist_validation, derain_model.atomic_torch_save = nondist_validation, atomic_torch_save
+    DerainModel.nondist_validation, derain_model.atomic_save = nondist_validation, atomic_save
     sys.argv[0] = 'train.py'
     from dsmnet_arch.train import main
     main()

@@ -21,7 +21,7 @@ def count(model):
 
 
 def expected_params(num_feat=32, num_levels=4, kernel_sizes=(1, 3, 5), attention='ca+sa', num_subspaces=8,
-                    reduction=4, across_down=True, across_up=True, dense_fusion=True, k_eff=None):
+                    reduction=4, level_down=True, level_up=True, level_dense=True, k_eff=None):
     """Parameter count of the spec's network, from the spec's text (independent of the module code)."""
     c = num_feat
     names = attention.split('+')
@@ -38,15 +38,15 @@ def expected_params(num_feat=32, num_levels=4, kernel_sizes=(1, 3, 5), attention
     def fusion(n):
         return n * c * c + c + cadb
 
-    levels = num_levels if across_up else 1
+    levels = num_levels if level_up else 1
     nodes = [(i, j) for j in range(num_levels) for i in range(min(levels, num_levels - j))]
     total = 3 * 9 * c + c + c * 9 * 3 + 3 + fusion(num_levels)  # stem, conv_last, head
     for i, j in nodes:
         total += mab
-        if j == 0 and i > 0 and across_down:
+        if j == 0 and i > 0 and level_down:
             total += fusion(2)
         if j > 0:
-            total += fusion((j if dense_fusion else 1) + int(across_up))
+            total += fusion((j if level_dense else 1) + int(level_up))
     return total
 
 
@@ -117,6 +117,7 @@ def test_too_small_inputs_raise_clear_errors():
     (dict(kernel_sizes=(3, 3)), r'kernel_sizes must be distinct odd positive integers'),
     (dict(kernel_sizes=()), r'kernel_sizes must be distinct odd positive integers'),
     (dict(num_out_ch=1), r'num_out_ch must equal num_in_ch=3 \(the output is I - R\), got 1'),
+    (dict(mab_variant='M6'), r"mab_variant must be one of M1, M2, M3, M4, M5 \(paper Table 5\); got 'M6'"),
 ])
 def test_invalid_arguments_raise_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -151,19 +152,95 @@ def test_attention_and_subspace_parameter_counts():
     assert net(torch.rand(2, 3, 12, 12)).shape == (2, 3, 12, 12)
 
 
-def test_mab_variants_wiring_and_sizes():
-    sizes = {}
-    for name, flags in MAB_VARIANTS.items():
-        net = DSMNet(**SMALL, **flags)
-        sizes[name] = count(net)
-        assert sizes[name] == expected_params(**SMALL, **flags), name
-        assert len(net.mab) == (6 if flags['across_up'] else 3), name
-        assert len(net.down) == (2 if flags['across_down'] and flags['across_up'] else 0), name
-        assert net(torch.rand(2, 3, 12, 12)).shape == (2, 3, 12, 12)
-    assert sizes['M1'] < sizes['M2'] < sizes['M3'] < sizes['M5']
-    assert sizes['M4'] < sizes['M5']
-    assert MAB_VARIANTS['M1'] == dict(across_down=False, across_up=False, dense_fusion=False)
-    assert MAB_VARIANTS['M5'] == dict(across_down=True, across_up=True, dense_fusion=True)
+# Paper Table 5, as its text names the variants: (Across-Down, Across-Up, Dense-Fusion)
+PAPER_TABLE_5 = {
+    'M1': (False, False, False),  # "the MAB stripped of all connections"
+    'M2': (True, True, False),  # "does not have a Dense-Fusion connection"
+    'M3': (True, False, True),  # "does not have an Across-Up connection"
+    'M4': (False, True, True),  # "without an Across-Down connection"
+    'M5': (True, True, True),  # "the MAB that we proposed"
+}
+
+
+def switches(mab):
+    return mab.across_down, mab.across_up, mab.dense_fusion
+
+
+def test_mab_variants_are_paper_table_5():
+    assert list(MAB_VARIANTS) == list(PAPER_TABLE_5)
+    for name, expected in PAPER_TABLE_5.items():
+        assert (MAB_VARIANTS[name]['across_down'], MAB_VARIANTS[name]['across_up'],
+                MAB_VARIANTS[name]['dense_fusion']) == expected, name
+        net = build_network({'type': 'DSMNet', 'mab_variant': name, **SMALL})  # as an options file gives it
+        assert {switches(m) for m in net.mab.values()} == {expected}, name
+    assert {switches(m) for m in DSMNet(**SMALL).mab.values()} == {PAPER_TABLE_5['M5']}  # the default
+
+
+def test_mab_variants_share_weights_and_network():
+    """Table 5 compares connections alone: same keys, shapes and 10 MABs in every variant."""
+    shapes = {name: {k: v.shape for k, v in DSMNet(mab_variant=name).state_dict().items()} for name in PAPER_TABLE_5}
+    assert all(s == shapes['M5'] for s in shapes.values())
+    for name in PAPER_TABLE_5:
+        net = DSMNet(**SMALL, mab_variant=name)
+        assert count(net) == expected_params(**SMALL) and len(net.mab) == 6, name
+
+
+LEVEL_LINKS = [dict(level_down=d, level_up=u, level_dense=e) for d in (True, False) for u in (True, False)
+               for e in (True, False)]
+
+
+@pytest.mark.parametrize('links', LEVEL_LINKS, ids=lambda links: '-'.join(k for k, v in links.items() if v) or 'none')
+def test_level_links_wiring_and_sizes(links):
+    """The network-level links of our reconstruction (not Table 5), each with its own switch."""
+    net = DSMNet(**SMALL, **links)
+    assert count(net) == expected_params(**SMALL, **links)
+    assert len(net.mab) == (6 if links['level_up'] else 3)
+    assert len(net.down) == (2 if links['level_down'] and links['level_up'] else 0)
+    assert net(torch.rand(2, 3, 12, 12)).shape == (2, 3, 12, 12)
+
+
+@pytest.mark.parametrize('name', list(PAPER_TABLE_5))
+def test_each_mab_variant_trains_a_step(name):
+    torch.manual_seed(0)
+    net = DSMNet(**SMALL, mab_variant=name).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = F.mse_loss(net(x), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    moved = [k for k, v in net.state_dict().items() if 'conv_c.k5' in k and not torch.equal(v, before[k])]
+    assert moved, 'the last layer of the 5x5 branch did not train'
+
+
+def mab_branch_outputs(mab, x, perturb=None):
+    """F_c^k of every branch, with ``perturb`` added to the output F_a^k of conv_a's branch ``k3``."""
+    if perturb is not None:
+        handle = mab.conv_a['k3'].register_forward_hook(lambda m, args, out: out + perturb)
+    with torch.no_grad():
+        out = [f.clone() for f in mab.branches(x)]
+    if perturb is not None:
+        handle.remove()
+    return out
+
+
+@pytest.mark.parametrize('name', list(PAPER_TABLE_5))
+def test_mab_connections_decide_which_branches_see_a_branch(name):
+    """A change to the 3x3 branch's features reaches the 1x1 branch only with Across-Up, the 5x5
+    branch only with Across-Down (M1: no other branch at all)."""
+    torch.manual_seed(0)
+    down, up, _ = PAPER_TABLE_5[name]
+    mab = MAB(8, (1, 3, 5), False, **MAB_VARIANTS[name], attention='ca', num_subspaces=1, reduction=2)
+    x = torch.randn(1, 8, 9, 9)
+    plain = mab_branch_outputs(mab, x)
+    changed = mab_branch_outputs(mab, x, perturb=torch.randn(1, 8, 9, 9))
+    moved = [not torch.equal(a, b) for a, b in zip(plain, changed)]
+    assert moved == [up, True, down]
 
 
 def test_state_dict_layout_encodes_the_configuration():
@@ -178,7 +255,7 @@ def test_state_dict_layout_encodes_the_configuration():
     assert sd['down.3.conv.weight'].shape == (16, 2 * 16, 1, 1)
     assert sd['mab.2_1.cadb.ca.mlp.0.weight'].shape == (8, 16, 1, 1)
     assert sd['head.cadb.sa.pw.weight'].shape == (4, 4, 1, 1)
-    no_dense = DSMNet(num_feat=16, num_levels=4, dense_fusion=False).state_dict()
+    no_dense = DSMNet(num_feat=16, num_levels=4, level_dense=False).state_dict()
     assert no_dense['fuse.0_3.conv.weight'].shape == (16, 2 * 16, 1, 1)
 
 
@@ -275,21 +352,27 @@ def test_cadb_is_fusion_of_concurrent_branches_plus_input():
         assert torch.allclose(cadb(x), expected, atol=1e-5)
 
 
-def test_mab_follows_equations_2_to_11():
+def test_mab_m5_follows_equations_2_to_11():
+    """The default MAB (M5) against eq. 2-11 written out: outputs and gradients."""
     torch.manual_seed(0)
-    mab = MAB(8, (1, 3, 5), False, 'ca', num_subspaces=1, reduction=2)
-    x = torch.randn(1, 8, 9, 9)
+    mab = MAB(8, (1, 3, 5), False, **MAB_VARIANTS['M5'], attention='ca', num_subspaces=1, reduction=2)
+    x = torch.randn(1, 8, 9, 9, requires_grad=True)
 
     def conv(stage, k, inp):
         m = getattr(mab, stage)[f'k{k}']
         return F.leaky_relu(F.conv2d(inp, m.weight, m.bias, padding=k // 2), 0.2)
 
-    with torch.no_grad():
-        fa = {k: conv('conv_a', k, x) for k in (1, 3, 5)}
-        fb = {k: conv('conv_b', k, fa[1] + fa[3] + fa[5]) for k in (1, 3, 5)}
-        fc = {k: conv('conv_c', k, fb[1] + fb[3] + fb[5] + fa[k]) + fa[k] for k in (1, 3, 5)}
-        expected = mab.cadb(mab.conv_fuse(mab.conv_cat(torch.cat([fc[1], fc[3], fc[5]], 1)))) + x
-        assert torch.allclose(mab(x), expected, atol=1e-5)
+    fa = {k: conv('conv_a', k, x) for k in (1, 3, 5)}  # eq. 2-4
+    fb = {k: conv('conv_b', k, fa[1] + fa[3] + fa[5]) for k in (1, 3, 5)}  # eq. 5-7
+    fc = {k: conv('conv_c', k, fb[1] + fb[3] + fb[5] + fa[k]) + fa[k] for k in (1, 3, 5)}  # eq. 8-10
+    expected = mab.cadb(mab.conv_fuse(mab.conv_cat(torch.cat([fc[1], fc[3], fc[5]], 1)))) + x  # eq. 11
+    out = mab(x)
+    assert torch.allclose(out, expected, atol=1e-5)
+    weight = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weight).sum(), [x, *mab.parameters()])
+    expected_grads = torch.autograd.grad((expected * weight).sum(), [x, *mab.parameters()])
+    for (name, _), g, e in zip([('input', x), *mab.named_parameters()], grads, expected_grads):
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-4), name
 
 
 def load_complexity_script():
@@ -332,8 +415,10 @@ def test_complexity_table_lists_every_variant(capsys):
     expected = {'default (ca+sa, n=8, M5)': expected_params(num_feat=16)}
     expected.update({f'attention={a}': expected_params(num_feat=16, attention=a) for a in ATTENTIONS[:-1]})
     expected.update({f'num_subspaces={n}': expected_params(num_feat=16, num_subspaces=n) for n in (4, 16)})
-    for name, flags in MAB_VARIANTS.items():
-        on = [k for k, v in flags.items() if v]
-        expected[f'{name} ({", ".join(on) if on else "no connection"})'] = expected_params(num_feat=16, **flags)
+    for name, (down, up, dense) in PAPER_TABLE_5.items():
+        on = [k for k, v in zip(('across_down', 'across_up', 'dense_fusion'), (down, up, dense)) if v]
+        expected[f'mab_variant={name} ({", ".join(on) if on else "no connection"})'] = expected_params(num_feat=16)
     expected['dilated=True'] = expected_params(num_feat=16, k_eff=(1, 3, 3))
+    for link in ('level_down', 'level_up', 'level_dense'):
+        expected[f'{link}=False'] = expected_params(num_feat=16, **{link: False})
     assert rows == expected

@@ -47,12 +47,27 @@ def cadb(m, x):
     return m.conv(torch.cat([BRANCHES[name](getattr(m, name), x) for name in m.branches], 1)) + x
 
 
+def cross(m, xs):
+    """The spec's cross(X)^k of every branch, spelled out: X^k, plus the smaller kernels' X^k' with
+    Across-Down, plus the larger kernels' with Across-Up."""
+    kernels = [conv.dilation[0] * (conv.kernel_size[0] - 1) + 1 for conv in m.conv_a.values()]  # k, dilated or not
+    out = []
+    for k, x in zip(kernels, xs):
+        total = x
+        for k2, y in zip(kernels, xs):
+            if (k2 < k and m.across_down) or (k2 > k and m.across_up):
+                total = total + y
+        out.append(total)
+    return out
+
+
 def mab(m, x):
     f_a = [act(conv(x)) for conv in m.conv_a.values()]  # eq. 2-4
-    s_a = sum(f_a)
-    f_b = [act(conv(s_a)) for conv in m.conv_b.values()]  # eq. 5-7
-    s_b = sum(f_b)
-    f_c = [act(conv(s_b + a)) + a for conv, a in zip(m.conv_c.values(), f_a)]  # eq. 8-10
+    f_b = [act(conv(s)) for conv, s in zip(m.conv_b.values(), cross(m, f_a))]  # eq. 5-7
+    if m.dense_fusion:
+        f_c = [act(conv(s + a)) + a for conv, s, a in zip(m.conv_c.values(), cross(m, f_b), f_a)]  # eq. 8-10
+    else:
+        f_c = [act(conv(s)) for conv, s in zip(m.conv_c.values(), cross(m, f_b))]
     return cadb(m.cadb, m.conv_fuse(m.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11
 
 
@@ -72,11 +87,11 @@ def reference_forward(net, x):
     for i, j in net.nodes:
         if j == 0:
             feat = scales[i]
-            if net.across_down and i > 0:
+            if net.level_down and i > 0:
                 feat = fusion(net.down[f'{i}'], [F.avg_pool2d(out[i - 1, 0], 2), feat])
         else:
             feats = [out[i, c] for c in net._same_level(i, j)]
-            if net.across_up:
+            if net.level_up:
                 size = out[i, 0].shape[-2:]
                 feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
             feat = fusion(net.fuse[f'{i}_{j}'], feats)
@@ -99,7 +114,9 @@ SMALL = dict(num_feat=16, num_levels=3, num_subspaces=4)
 CONFIGS = {
     'default-16': dict(num_feat=16),
     **{f'attention={a}': dict(SMALL, attention=a) for a in ('ca', 'sp', 'sa', 'ca+sp', 'sp+sa')},
-    **{name: dict(SMALL, **flags) for name, flags in MAB_VARIANTS.items() if name != 'M5'},
+    **{name: dict(SMALL, mab_variant=name) for name in MAB_VARIANTS if name != 'M5'},
+    'no level links': dict(SMALL, level_down=False, level_up=False, level_dense=False),
+    'level_dense off': dict(SMALL, level_dense=False),
     'dilated, kernels 1-3-7': dict(SMALL, dilated=True, kernel_sizes=(1, 3, 7)),
     'one kernel size, 1 level': dict(num_feat=8, num_levels=1, num_subspaces=2, kernel_sizes=(3, )),
 }
@@ -117,7 +134,7 @@ def test_eval_outputs_equal_reference(name):
     assert (out - expected).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize('name', ['default-16', 'attention=sp+sa', 'M1', 'dilated, kernels 1-3-7'])
+@pytest.mark.parametrize('name', ['default-16', 'attention=sp+sa', 'M1', 'M3', 'dilated, kernels 1-3-7'])
 def test_training_step_equals_reference(name):
     """Train mode: same output, same gradient for every parameter, same BatchNorm statistics."""
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import yaml
 
 import dsmnet_arch.infer as infer
 from basicsr.metrics.psnr_ssim import calculate_psnr_pt
-from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
 from dsmnet_arch.tiling import (DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, axis_weights, count_tiles,
                                 tile_side, tile_starts, tiled_forward)
 
@@ -404,9 +404,9 @@ def test_params_ema_is_preferred_and_bare_state_dicts_load(tmp_path):
 VARIANTS = [
     dict(),
     dict(num_feat=12, num_levels=3, num_subspaces=4, reduction=3),
-    dict(num_levels=4, kernel_sizes=(5, 1, 3), dilated=True, attention='ca+sp', dense_fusion=False),
-    dict(num_levels=3, kernel_sizes=(3, 7), attention='sa', across_down=False),
-    dict(num_levels=3, attention='sp', across_up=False, across_down=False, dense_fusion=False),
+    dict(num_levels=4, kernel_sizes=(5, 1, 3), dilated=True, attention='ca+sp', level_dense=False),
+    dict(num_levels=3, kernel_sizes=(3, 7), attention='sa', level_down=False),
+    dict(num_levels=3, attention='sp', level_up=False, level_down=False, level_dense=False),
     dict(num_levels=1, attention='sp+sa', num_subspaces=8),
 ]
 
@@ -424,10 +424,49 @@ def test_arguments_inferred_from_the_weights_match_the_options_file(tmp_path, va
         expected = model(x)
         for built in (infer.build_model(str(tmp_path / 'w.pth')), infer.build_model(str(tmp_path / 'w.pth'), opt)):
             torch.testing.assert_close(built(x), expected)
-    inferred = infer.infer_dsmnet_args(model.state_dict())
+    inferred = args_from_state_dict(model.state_dict())
     defaults = {k: p.default for k, p in inspect.signature(DSMNet).parameters.items()}
     for key, value in inferred.items():  # whatever the keys tell is right
         assert np.array_equal(np.atleast_1d(value), np.atleast_1d(args.get(key, defaults[key]))), key
+
+
+def test_the_checkpoints_record_of_the_arguments_builds_the_variant(tmp_path):
+    """Table 5's variants have the same weights: the recorded arguments (or --opt) tell them apart."""
+    model = small_dsmnet(mab_variant='M3', level_dense=False)
+    record = {'type': 'DSMNet', **SMALL, 'mab_variant': 'M3', 'level_dense': False}
+    torch.save({'params': model.state_dict(), 'arch': record}, tmp_path / 'w.pth')
+    torch.save({'params': model.state_dict()}, tmp_path / 'bare.pth')
+    opt = tmp_path / 'train.yml'
+    opt.write_text(yaml.safe_dump({'network_g': record}))
+    x = to_tensor(smooth_image(20, 20))
+    with torch.no_grad():
+        expected = model(x)
+        for built in (infer.build_model(str(tmp_path / 'w.pth')), infer.build_model(str(tmp_path / 'bare.pth'), opt)):
+            assert [m.across_up for m in built.mab.values()] == [False] * len(built.mab)
+            torch.testing.assert_close(built(x), expected)
+        read_off = infer.build_model(str(tmp_path / 'bare.pth'))  # no record: the weights' reading, M5
+        assert all(m.across_up for m in read_off.mab.values())
+        assert (read_off(x) - expected).abs().max() > 1e-4
+    torch.save({'params': model.state_dict(), 'arch': {'type': 'MSRResNet', 'num_feat': 8}}, tmp_path / 'other.pth')
+    with pytest.raises(ValueError, match='other.pth holds the weights of a MSRResNet, not of a DSMNet'):
+        infer.build_model(str(tmp_path / 'other.pth'))
+    torch.save({'params': model.state_dict(), 'arch': ['DSMNet']}, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match='bad.pth: its "arch" entry is not a network type with arguments'):
+        infer.build_model(str(tmp_path / 'bad.pth'))
+    torch.save({'params': model.state_dict(), 'arch': {**record, 'num_feats': 8}}, tmp_path / 'unknown.pth')
+    with pytest.raises(ValueError, match='Unknown DSMNet arguments in the arguments saved in .*unknown.pth: num_feats'):
+        infer.build_model(str(tmp_path / 'unknown.pth'))
+
+
+@pytest.mark.parametrize('name', ['default', 'no_links'])
+def test_weights_saved_by_version_0_1_load_and_give_the_same_output(name):
+    """Files written by dsmnet_arch 0.1.0, before Table 5 moved into the MAB (tests/data/README.md)."""
+    data = os.path.join(REPO, 'tests', 'data')
+    reference = torch.load(os.path.join(data, 'dsmnet_v0.1_outputs.pt'), weights_only=True)
+    model = infer.build_model(os.path.join(data, f'dsmnet_v0.1_{name}.pth'))
+    assert model.level_up == (name == 'default') and all(m.dense_fusion for m in model.mab.values())
+    with torch.no_grad():
+        torch.testing.assert_close(model(reference['input']), reference[name], rtol=1e-5, atol=1e-6)
 
 
 def test_options_that_do_not_fit_the_weights_are_named(tmp_path):
@@ -444,3 +483,23 @@ def test_options_that_do_not_fit_the_weights_are_named(tmp_path):
     opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', 'num_feats': 8}}))
     with pytest.raises(ValueError, match='Unknown DSMNet arguments in network_g of .*: num_feats'):
         infer.build_model(str(tmp_path / 'w.pth'), str(opt))
+
+
+def test_a_small_tile_without_an_overlap_gets_the_largest_that_fits(tmp_path, weights, capsys):
+    """``--tile 128`` as Real-ESRGAN users type it: the default overlap (64) shrinks to fit, once."""
+    path, model = weights  # num_levels 2: tiles shrink by up to 1 pixel to match the padding
+    for name in ('a.png', 'b.png'):
+        cv2.imwrite(str(tmp_path / name), make_file_image('rgb', np.uint8, 70, 90))
+    assert run(['-i', tmp_path, '-o', tmp_path / 'out', '--weights', path, '--tile', '40']) == 0
+    err = capsys.readouterr().err
+    assert err.count('--tile 40 leaves room for a tile overlap of 19 pixels, not the default 64: using 19') == 1
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a.png', 'b.png']
+    assert infer.tile_overlap(128, None, 8) == 60 and infer.tile_overlap(200, None, 8) == 64
+    assert infer.tile_overlap('auto', None, 8) == 64 and infer.tile_overlap(None, 5, 8) == 5
+    with pytest.raises(ValueError, match=r'--tile 40 must exceed twice --tile-overlap \(19\) by at least 2'):
+        infer.tile_overlap(40, 19, 3)  # given, not fitted
+    assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out2', '--weights', path, '--tile', '40',
+                '--tile-overlap', '20']) == 2
+    assert 'error: --tile 40 must exceed twice --tile-overlap (20) by at least 1 for this DSMNet' in \
+        capsys.readouterr().err
+    assert not (tmp_path / 'out2').exists()

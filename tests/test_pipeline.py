@@ -23,7 +23,7 @@ def test_import_registers_everything_and_fixes_torchvision():
     assert degradations.rgb_to_grayscale is rgb_to_grayscale
 
 
-def _assert_cycle(work, name, train_args, test_args, env=None):
+def _assert_cycle(work, name, train_args, test_args, env=None, mab_variant='M5'):
     """Train (4 iterations, validation and checkpoints every 2), then test the latest weights."""
     proc = run_entry(train_args, cwd=work, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -32,7 +32,12 @@ def _assert_cycle(work, name, train_args, test_args, env=None):
     assert models == ['net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth']
     assert sorted(os.listdir(os.path.join(exp, 'training_states'))) == ['2.state', '4.state']
     weights = torch.load(os.path.join(exp, 'models', 'net_g_latest.pth'), weights_only=True)
-    assert set(weights) == {'params'} and all(torch.isfinite(v).all() for v in weights['params'].values())
+    assert set(weights) == {'params', 'arch'} and all(torch.isfinite(v).all() for v in weights['params'].values())
+    # the network's arguments beside the weights, every one (defaults too); plain BasicSR reads only params
+    assert weights['arch'] == dict(type='DSMNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=2,
+                                   kernel_sizes=[1, 3, 5], dilated=False, attention='ca+sa', num_subspaces=4,
+                                   reduction=4, mab_variant=mab_variant, level_down=True, level_up=True,
+                                   level_dense=True)
     log = open(glob.glob(os.path.join(exp, 'train_*.log'))[0]).read()
     assert 'End of training' in log
     assert log.count('Validation toy_val') == 3  # iterations 2 and 4, and after training
@@ -55,13 +60,15 @@ def test_train_validate_checkpoint_test_cycle(tmp_path, toy_data, num_gpu):
     os.makedirs(work)
     name = f'cycle_{num_gpu}'
     # total_iter 1000 in the file, cut to 4 with --force_yml, as basicsr/train.py allows
-    train_yml = write_yaml(tmp_path / 'train.yml', train_options(toy_data, name=name, total_iter=1000, num_gpu=num_gpu))
+    train_opt = train_options(toy_data, name=name, total_iter=1000, num_gpu=num_gpu)
     weights = os.path.join('experiments', name, 'models', 'net_g_latest.pth')
-    test_yml = write_yaml(tmp_path / 'test.yml', eval_options(toy_data, weights, name=f'{name}_test', num_gpu=num_gpu))
+    test_opt = eval_options(toy_data, weights, name=f'{name}_test', num_gpu=num_gpu)
+    train_opt['network_g']['mab_variant'] = test_opt['network_g']['mab_variant'] = 'M3'  # a paper Table 5 variant
+    train_yml, test_yml = write_yaml(tmp_path / 'train.yml', train_opt), write_yaml(tmp_path / 'test.yml', test_opt)
     _assert_cycle(
         work, name,
         [os.path.join(REPO, 'dsmnet_arch', 'train.py'), '-opt', train_yml, '--force_yml', 'train:total_iter=4'],
-        ['-m', 'dsmnet_arch.test', '-opt', test_yml])
+        ['-m', 'dsmnet_arch.test', '-opt', test_yml], mab_variant='M3')
 
 
 def test_non_editable_install_writes_into_working_directory(tmp_path, toy_data):

@@ -2,51 +2,54 @@
 
 The network estimates the rain layer R of a rainy image I = B + R and returns B = I - R. The
 paper gives the equations of the MAB and names the parts of the network; what it leaves open is
-our reconstruction, described in the project's DSM-Net specification and exposed as constructor
-arguments of :class:`DSMNet`. Equation numbers in the comments are the paper's.
+our reconstruction (docs/architecture.md says which is which), exposed as constructor arguments
+of :class:`DSMNet`. Equation numbers in the comments are the paper's.
 
 Layout (``num_levels`` = L scale levels, node M(i, j) = MAB at level i, column j, i + j <= L - 1)::
 
     level 0:  S0 -> M(0,0) -> M(0,1) -> M(0,2) -> M(0,3) -> head -> R,  B = I - R
                       |  /      |  /      |  /
-    level 1:  S1 -> M(1,0) -> M(1,1) -> M(1,2)          (| across-down, / across-up,
-                      |  /      |  /                     -> dense fusion of the same level)
+    level 1:  S1 -> M(1,0) -> M(1,1) -> M(1,2)          (| level_down, / level_up,
+                      |  /      |  /                     -> level_dense: all earlier nodes of the level)
     level 2:  S2 -> M(2,0) -> M(2,1)
                       |  /
     level 3:  S3 -> M(3,0)
 
-State-dict keys and constructor arguments (``params`` of a BasicSR checkpoint):
+Weight layout: the state-dict keys and the constructor arguments they fix (``params`` of a
+BasicSR checkpoint; :func:`args_from_state_dict` reads them back):
 
 - ``conv_first.weight`` is (num_feat, num_in_ch, 3, 3); ``conv_last.weight`` is (num_out_ch, num_feat, 3, 3).
 - ``mab.{i}_{j}.*`` is node M(i, j): num_levels is the number of ``mab.0_{j}`` nodes. Nodes at
-  levels i >= 1 exist only with across_up (without it they cannot reach the head and are not built).
-- ``down.{i}.*`` (the across-down fusion into M(i, 0)) exists only with across_down and across_up.
+  levels i >= 1 exist only with level_up (without it they cannot reach the head and are not built).
+- ``down.{i}.*`` (the level-down fusion into M(i, 0)) exists only with level_down and level_up.
 - ``fuse.{i}_{j}.conv.weight`` is (C, n * C, 1, 1) for the n features fused into M(i, j), j >= 1:
-  n = (j if dense_fusion else 1) + (1 if across_up else 0).
-- ``mab.0_0.conv_a.k{k}.weight`` exists for each k in kernel_sizes; its kernel is k x k, or 3 x 3
-  (1 x 1 for k = 1) when dilated.
+  n = (j if level_dense else 1) + (1 if level_up else 0).
+- ``mab.0_0.conv_a.k{k}.weight`` exists for each k in kernel_sizes, in their order; its kernel is
+  k x k, or 3 x 3 (1 x 1 for k = 1) when dilated.
 - Every CADB (``*.cadb.*`` and ``head.cadb.*``) holds ``ca.*`` / ``sp.*`` / ``sa.*`` for the
   attention branches it uses: ``ca.mlp.0.weight`` is (num_feat // reduction, num_feat, 1, 1) and
   ``sa.pw.weight`` is (num_subspaces, num_feat // num_subspaces, 1, 1).
+- mab_variant leaves no trace: the five variants have the same weights. Checkpoints written by this
+  package record it with the other arguments (``dsmnet_arch.checkpoint``).
 """
 import torch
 from torch import nn as nn
 from torch.nn import functional as F
 
-from basicsr.utils.registry import ARCH_REGISTRY
+try:
+    from basicsr.utils.registry import ARCH_REGISTRY
+except ImportError:  # torch alone, e.g. in a BasicSR fork that finds ``type:`` by scanning *_arch.py files
+    ARCH_REGISTRY = None
 
 ATTENTIONS = ('ca', 'sp', 'sa', 'ca+sp', 'sp+sa', 'ca+sa')
 
-# Paper Table 5. M1 (no connection) and M5 (all three) are the paper's; M2-M4 are our CHOICE:
-# M1 -> M2 -> M3 -> M5 add dense fusion, across-up, across-down one at a time, and M4 is M5
-# without dense fusion. Across-down alone would change nothing: without across-up the coarser
-# levels do not reach the head.
+# Paper Table 5 (section 4.3): the connections between the MAB's kernel branches in each variant.
 MAB_VARIANTS = {
-    'M1': dict(across_down=False, across_up=False, dense_fusion=False),
-    'M2': dict(across_down=False, across_up=False, dense_fusion=True),
-    'M3': dict(across_down=False, across_up=True, dense_fusion=True),
-    'M4': dict(across_down=True, across_up=True, dense_fusion=False),
-    'M5': dict(across_down=True, across_up=True, dense_fusion=True),
+    'M1': dict(across_down=False, across_up=False, dense_fusion=False),  # "stripped of all connections"
+    'M2': dict(across_down=True, across_up=True, dense_fusion=False),  # no Dense-Fusion
+    'M3': dict(across_down=True, across_up=False, dense_fusion=True),  # no Across-Up
+    'M4': dict(across_down=False, across_up=True, dense_fusion=True),  # no Across-Down
+    'M5': dict(across_down=True, across_up=True, dense_fusion=True),  # the proposed MAB
 }
 
 
@@ -186,39 +189,62 @@ def _conv_k(num_feat, k, dilated):
 
 
 class MAB(nn.Module):
-    """Multi-scale Attention Block (paper eq. 2-11).
+    """Multi-scale Attention Block (paper eq. 2-11) with the connections of paper Table 5.
+
+    Branches run one Conv_k per kernel size k in three layers a, b, c. Ordered by kernel size, the
+    input of branch k in layers b and c is cross(X)^k = X^k + [across_down] the smaller kernels'
+    X^k' + [across_up] the larger kernels' X^k', X the previous layer's outputs; dense_fusion adds
+    F_a^k to layer c's input and output (eq. 8-10). All three on is eq. 2-11 exactly; all off
+    leaves independent branches fused by eq. 11 alone. Every setting has the same weights.
 
     Args:
         num_feat (int): Channel number C.
-        kernel_sizes (tuple[int]): The parallel kernel sizes k (odd, distinct).
+        kernel_sizes (tuple[int]): The parallel kernel sizes k (odd, distinct), in branch order.
         dilated (bool): Use 3x3 kernels with dilation (k - 1) / 2 instead of k x k.
+        across_down (bool): Each branch takes in the branches of smaller kernels.
+        across_up (bool): Each branch takes in the branches of larger kernels.
+        dense_fusion (bool): The F_a^k terms of eq. 8-10.
         attention, num_subspaces, reduction: Passed to the :class:`CADB`.
     """
 
-    def __init__(self, num_feat, kernel_sizes, dilated, attention, num_subspaces, reduction):
+    def __init__(self, num_feat, kernel_sizes, dilated, across_down, across_up, dense_fusion, attention, num_subspaces,
+                 reduction):
         super().__init__()
         kernel_sizes = tuple(kernel_sizes)
         if not kernel_sizes or len(set(kernel_sizes)) != len(kernel_sizes) or any(
                 not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f'kernel_sizes must be distinct odd positive integers, e.g. (1, 3, 5); got {kernel_sizes}')
-        # one Conv_k per kernel size and stage; keys k1, k3, k5 keep the kernel sizes in the state dict
-        for stage in ('conv_a', 'conv_b', 'conv_c'):
-            setattr(self, stage, nn.ModuleDict({f'k{k}': _conv_k(num_feat, k, dilated) for k in kernel_sizes}))
+        self.across_down, self.across_up, self.dense_fusion = across_down, across_up, dense_fusion
+        # branch order = the order of kernel_sizes (ascending in the paper); keys k1, k3, k5 keep the
+        # kernel sizes in the state dict
+        order = sorted(kernel_sizes)
+        self.rank = [order.index(k) for k in kernel_sizes]  # position of each branch by kernel size
+        for layer in ('conv_a', 'conv_b', 'conv_c'):
+            setattr(self, layer, nn.ModuleDict({f'k{k}': _conv_k(num_feat, k, dilated) for k in kernel_sizes}))
         self.conv_cat = nn.Conv2d(len(kernel_sizes) * num_feat, num_feat, 1)
         self.conv_fuse = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, x):
-        return self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self._exchange(x)))).add_(x)  # eq. 11
+        return self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self.branches(x)))).add_(x)  # eq. 11
 
-    def _exchange(self, x):
+    def branches(self, x):
         """Yields the F_c^k of eq. 2-10 one by one; without autograd, each is freed once used."""
         f_a = [_act_(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
-        s_a = _sum(f_a)
-        s_b = _sum(_act_(conv(s_a)) for conv in self.conv_b.values())  # eq. 5-7, summed
-        del s_a
-        for conv, a in zip(self.conv_c.values(), f_a):
-            yield _act_(conv(s_b + a)) + a  # eq. 8-10
+        f_b = self._cross(_act_(conv(s)) for conv, s in zip(self.conv_b.values(), self._cross(f_a)))  # eq. 5-7
+        for conv, s, a in zip(self.conv_c.values(), f_b, f_a):
+            yield _act_(conv(s + a)) + a if self.dense_fusion else _act_(conv(s))  # eq. 8-10
+
+    def _cross(self, feats):
+        """cross(X)^k for every branch k, from an iterable of one layer's outputs X^k."""
+        if self.across_down and self.across_up:  # every branch takes the sum of all (eq. 5-10)
+            total = _sum(feats)
+            return [total] * len(self.rank)
+        feats = list(feats)
+        return [
+            _sum([x] + [y for y, r in zip(feats, self.rank) if (r < rank and self.across_down) or
+                        (r > rank and self.across_up)]) for x, rank in zip(feats, self.rank)
+        ]
 
 
 class FusionBlock(nn.Module):
@@ -239,15 +265,15 @@ class FusionBlock(nn.Module):
         return self.cadb(_act_(_conv_cat(self.conv, feats)))
 
 
-@ARCH_REGISTRY.register()
 class DSMNet(nn.Module):
     """DSM-Net: a triangle of MABs over an average-pooled scale space; returns B = I - R.
 
     Args:
         num_in_ch (int): Channels of the input image. Default: 3.
         num_out_ch (int): Channels of the output; must equal num_in_ch (B = I - R). Default: 3.
-        num_feat (int): Channel number C of all features. Default: 32.
-        num_levels (int): Scale levels L >= 1; the triangle has L (L + 1) / 2 MABs. Default: 4 (10 MABs).
+        num_feat (int): Channel number C of all features (our choice). Default: 32.
+        num_levels (int): Scale levels L >= 1 (our choice); the triangle has L (L + 1) / 2 MABs.
+            Default: 4 (the paper's 10 MABs).
         kernel_sizes (tuple[int]): Parallel kernel sizes of every MAB. Default: (1, 3, 5).
         dilated (bool): 3x3 kernels with dilation (k - 1) / 2 instead of k x k. Default: False.
         attention (str): CADB branches: 'ca+sa' (paper), or 'ca', 'sp', 'sa', 'ca+sp', 'sp+sa'
@@ -255,15 +281,15 @@ class DSMNet(nn.Module):
         num_subspaces (int): ULSAM subspaces, a divisor of num_feat (paper Table 4: 4, 8, 16).
             Default: 8.
         reduction (int): Channel-attention MLP reduction, a divisor of num_feat. Default: 4.
-        across_down (bool): M(i, 0) also fuses the pooled M(i - 1, 0). Default: True.
-        across_up (bool): M(i, j) also fuses the upsampled M(i + 1, j - 1). Default: True.
-        dense_fusion (bool): M(i, j) fuses all earlier nodes of its level, not only M(i, j - 1).
-            Default: True.
-
-    Paper Table 5 (``MAB_VARIANTS``): M1 = no connection, M5 = all three (default), and our
-    choice for the others: M2 = dense_fusion, M3 = dense_fusion + across_up, M4 = across_up +
-    across_down. Without across_up the coarser levels cannot reach the head, so only the
-    num_levels MABs of level 0 are built.
+        mab_variant (str): The connections inside every MAB, paper Table 5: 'M1' .. 'M5'
+            (``MAB_VARIANTS``). Default: 'M5', the paper's MAB.
+        level_down (bool): Network link, our reconstruction: M(i, 0) also fuses the pooled
+            M(i - 1, 0). Default: True.
+        level_up (bool): Network link, our reconstruction: M(i, j) also fuses the upsampled
+            M(i + 1, j - 1). Without it the coarser levels cannot reach the head, so only the
+            num_levels MABs of level 0 are built. Default: True.
+        level_dense (bool): Network link, our reconstruction: M(i, j) fuses all earlier nodes of
+            its level, not only M(i, j - 1). Default: True.
     """
 
     def __init__(self,
@@ -276,32 +302,38 @@ class DSMNet(nn.Module):
                  attention='ca+sa',
                  num_subspaces=8,
                  reduction=4,
-                 across_down=True,
-                 across_up=True,
-                 dense_fusion=True):
+                 mab_variant='M5',
+                 level_down=True,
+                 level_up=True,
+                 level_dense=True):
         super().__init__()
         if not isinstance(num_levels, int) or num_levels < 1:
             raise ValueError(f'num_levels must be an integer >= 1, got {num_levels!r}')
         if num_out_ch != num_in_ch:
             raise ValueError(f'num_out_ch must equal num_in_ch={num_in_ch} (the output is I - R), got {num_out_ch}')
+        if mab_variant not in MAB_VARIANTS:
+            raise ValueError(f'mab_variant must be one of {", ".join(MAB_VARIANTS)} (paper Table 5); got {mab_variant!r}')
         self.num_levels = num_levels
         self.attention = attention
-        self.across_down = across_down
-        self.across_up = across_up
-        self.dense_fusion = dense_fusion
+        self.level_down = level_down
+        self.level_up = level_up
+        self.level_dense = level_dense
         attn = dict(attention=attention, num_subspaces=num_subspaces, reduction=reduction)
 
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
         # nodes (i, j) in computing order: column by column, so M(i + 1, j - 1) exists before M(i, j)
-        levels = num_levels if across_up else 1
+        levels = num_levels if level_up else 1
         self.nodes = [(i, j) for j in range(num_levels) for i in range(min(levels, num_levels - j))]
-        self.mab = nn.ModuleDict({f'{i}_{j}': MAB(num_feat, kernel_sizes, dilated, **attn) for i, j in self.nodes})
+        self.mab = nn.ModuleDict({
+            f'{i}_{j}': MAB(num_feat, kernel_sizes, dilated, **MAB_VARIANTS[mab_variant], **attn)
+            for i, j in self.nodes
+        })
         self.down = nn.ModuleDict({
             f'{i}': FusionBlock(2, num_feat, **attn)
-            for i, j in self.nodes if across_down and i > 0 and j == 0
+            for i, j in self.nodes if level_down and i > 0 and j == 0
         })
         self.fuse = nn.ModuleDict({
-            f'{i}_{j}': FusionBlock(len(self._same_level(i, j)) + int(across_up), num_feat, **attn)
+            f'{i}_{j}': FusionBlock(len(self._same_level(i, j)) + int(level_up), num_feat, **attn)
             for i, j in self.nodes if j > 0
         })
         self.head = FusionBlock(num_levels, num_feat, **attn)
@@ -309,7 +341,7 @@ class DSMNet(nn.Module):
 
     def _same_level(self, i, j):
         """Columns of the level-i nodes fused into M(i, j): all earlier ones, or the newest."""
-        return list(range(j)) if self.dense_fusion else [j - 1]
+        return list(range(j)) if self.level_dense else [j - 1]
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -332,11 +364,11 @@ class DSMNet(nn.Module):
         for i, j in self.nodes:
             if j == 0:
                 feat, scales[i] = scales[i], None  # S_i is used once: not kept to the end
-                if self.across_down and i > 0:
+                if self.level_down and i > 0:
                     feat = self.down[f'{i}']([F.avg_pool2d(out[i - 1, 0], 2), feat])
             else:
                 feats = [out[i, c] for c in self._same_level(i, j)]
-                if self.across_up:
+                if self.level_up:
                     size = out[i, 0].shape[-2:]
                     feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
                 feat = self.fuse[f'{i}_{j}'](feats)
@@ -344,3 +376,42 @@ class DSMNet(nn.Module):
 
         rain = self.conv_last(self.head([out[0, j] for j in range(self.num_levels)]))
         return (x - rain)[..., :h, :w].contiguous()  # B = I - R
+
+
+if ARCH_REGISTRY is not None:
+    ARCH_REGISTRY.register()(DSMNet)
+
+
+def args_from_state_dict(state):
+    """DSMNet constructor arguments read off a state dict (the weight layout above).
+
+    Returns only the arguments the keys determine; the others (mab_variant among them) cannot be
+    told from the weights. Raises ``ValueError`` for a state dict that is not DSMNet's.
+    """
+    if not {'conv_first.weight', 'conv_last.weight', 'mab.0_0.cadb.conv.weight'} <= set(state):
+        raise ValueError('the state dict has no conv_first / conv_last / mab.0_0 weights of a DSMNet')
+    num_feat, num_in_ch = state['conv_first.weight'].shape[:2]
+    args = dict(num_in_ch=num_in_ch, num_out_ch=state['conv_last.weight'].shape[0], num_feat=num_feat)
+    args['num_levels'] = len({k.split('.')[1] for k in state if k.startswith('mab.0_')})
+    prefix = 'mab.0_0.conv_a.k'
+    kernels = {int(k[len(prefix):].split('.')[0]): v.shape[-1] for k, v in state.items()
+               if k.startswith(prefix) and k.endswith('.weight')}
+    args['kernel_sizes'] = list(kernels)  # state-dict order = the branch order of the MAB
+    if any(k > 3 for k in kernels):
+        args['dilated'] = all(size == 3 for k, size in kernels.items() if k > 3)
+    branches = {name for name in ('ca', 'sp', 'sa') if any(k.startswith(f'mab.0_0.cadb.{name}.') for k in state)}
+    args['attention'] = next((a for a in ATTENTIONS if set(a.split('+')) == branches), None)
+    if args['attention'] is None:
+        raise ValueError(f'no known attention branches in mab.0_0.cadb (found {sorted(branches)})')
+    if 'ca' in branches:
+        args['reduction'] = num_feat // state['mab.0_0.cadb.ca.mlp.0.weight'].shape[0]
+    if 'sa' in branches:
+        args['num_subspaces'] = state['mab.0_0.cadb.sa.pw.weight'].shape[0]
+    if args['num_levels'] > 1:
+        args['level_up'] = any(k.startswith('mab.1_') for k in state)
+        if args['level_up']:
+            args['level_down'] = any(k.startswith('down.') for k in state)
+    if args['num_levels'] > 2:
+        fused = state['fuse.0_2.conv.weight'].shape[1] // num_feat  # (2 if dense else 1) + level_up
+        args['level_dense'] = fused - args.get('level_up', False) == 2
+    return args

@@ -8,7 +8,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from dsmnet_arch.utils import atomic_torch_save
+from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
 
 NONFINITE_CHOICES = ('stop', 'skip')
 
@@ -26,7 +26,8 @@ class DerainModel(SRModel):
             and CPUs). Weights, optimizer and loss reduction stay fp32. Default: False.
 
     Checkpoints (``models/*.pth``) and training states (``training_states/*.state``) are written
-    atomically, and a training state also keeps the best-metric record, so a resumed run reports
+    atomically; a checkpoint also records the network's arguments (``dsmnet_arch.checkpoint``) and a
+    training state also keeps the best-metric record, so a resumed run reports
     the same "Best: ... @ iter" as the run it continues.
     """
 
@@ -92,8 +93,11 @@ class DerainModel(SRModel):
         for net_, key in zip(nets, keys):
             state_dict = self.get_bare_model(net_).state_dict()
             save_dict[key] = OrderedDict((k.removeprefix('module.'), v.cpu()) for k, v in state_dict.items())
+        network_opt = self.opt.get(f'network_{net_label.removeprefix("net_")}')
+        if network_opt:  # the network's arguments beside its weights (dsmnet_arch.checkpoint)
+            save_dict[ARCH_KEY] = arch_record(network_opt, type(self.get_bare_model(nets[0])))
         name = 'latest' if current_iter == -1 else current_iter
-        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{name}.pth'))
+        atomic_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{name}.pth'))
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -110,7 +114,7 @@ class DerainModel(SRModel):
                 for dataset, records in getattr(self, 'best_metric_results', {}).items()
             },
         }
-        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
