@@ -92,7 +92,7 @@ class DerainModel(SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state_dict = self.get_bare_model(net_).state_dict()
-            save_dict[key] = OrderedDict((k.removeprefix('module.'), v.cpu()) for k, v in state_dict.items())
+            save_dict[key] = OrderedDict((k, v.cpu()) for k, v in state_dict.items())
         network_opt = self.opt.get(f'network_{net_label.removeprefix("net_")}')
         if network_opt:  # the network's arguments beside its weights (dsmnet_arch.checkpoint)
             save_dict[ARCH_KEY] = arch_record(network_opt, type(self.get_bare_model(nets[0])))
