@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import dsmnet_arch  # noqa: F401
-from dsmnet_arch.archs.dsmnet_arch import MAB_VARIANTS, DSMNet
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
 
 
 def act(x):
@@ -47,27 +47,32 @@ def cadb(m, x):
     return m.conv(torch.cat([BRANCHES[name](getattr(m, name), x) for name in m.branches], 1)) + x
 
 
-def cross(m, xs):
+# Paper Table 5 as (Across-Down, Across-Up, Dense-Fusion), written out here, not taken from the model
+TABLE_5 = {'M1': (False, False, False), 'M2': (True, True, False), 'M3': (True, False, True),
+           'M4': (False, True, True), 'M5': (True, True, True)}
+
+
+def cross(xs, kernels, down, up):
     """The spec's cross(X)^k of every branch, spelled out: X^k, plus the smaller kernels' X^k' with
     Across-Down, plus the larger kernels' with Across-Up."""
-    kernels = [conv.dilation[0] * (conv.kernel_size[0] - 1) + 1 for conv in m.conv_a.values()]  # k, dilated or not
     out = []
     for k, x in zip(kernels, xs):
         total = x
         for k2, y in zip(kernels, xs):
-            if (k2 < k and m.across_down) or (k2 > k and m.across_up):
+            if (k2 < k and down) or (k2 > k and up):
                 total = total + y
         out.append(total)
     return out
 
 
-def mab(m, x):
+def mab(m, x, variant):
+    down, up, dense = TABLE_5[variant]
+    kernels = [conv.dilation[0] * (conv.kernel_size[0] - 1) + 1 for conv in m.conv_a.values()]  # k, dilated or not
     f_a = [act(conv(x)) for conv in m.conv_a.values()]  # eq. 2-4
-    f_b = [act(conv(s)) for conv, s in zip(m.conv_b.values(), cross(m, f_a))]  # eq. 5-7
-    if m.dense_fusion:
-        f_c = [act(conv(s + a)) + a for conv, s, a in zip(m.conv_c.values(), cross(m, f_b), f_a)]  # eq. 8-10
-    else:
-        f_c = [act(conv(s)) for conv, s in zip(m.conv_c.values(), cross(m, f_b))]
+    f_b = [act(conv(s)) for conv, s in zip(m.conv_b.values(), cross(f_a, kernels, down, up))]  # eq. 5-7
+    f_c = []
+    for conv, s, a in zip(m.conv_c.values(), cross(f_b, kernels, down, up), f_a):  # eq. 8-10
+        f_c.append(act(conv(s + a)) + a if dense else act(conv(s)))
     return cadb(m.cadb, m.conv_fuse(m.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11
 
 
@@ -75,28 +80,36 @@ def fusion(m, feats):
     return cadb(m.cadb, act(m.conv(torch.cat(feats, 1))))
 
 
-def reference_forward(net, x):
-    """DSMNet's forward pass as first written, on ``net``'s modules."""
+def reference_forward(net, x, num_levels=4, mab_variant='M5', level_down=True, level_up=True, level_dense=True,
+                      **unused):
+    """DSMNet's forward pass written out from the spec, on ``net``'s modules; the wiring comes from
+    the keyword arguments (those ``net`` was built with), not from ``net``.
+
+    The triangle, column by column: M(i, 0) takes S_i (and, with level_down, the pooled M(i-1, 0));
+    M(i, j), j >= 1, takes M(i, 0..j-1) with level_dense or M(i, j-1) without, and with level_up the
+    upsampled M(i+1, j-1). Without level_up only level 0 is built.
+    """
     h, w = x.shape[-2:]
-    multiple = 2**(net.num_levels - 1)
+    multiple = 2**(num_levels - 1)
     x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode='reflect')
     scales = [act(net.conv_first(x))]
-    for _ in range(1, net.num_levels):
+    for _ in range(1, num_levels):
         scales.append(F.avg_pool2d(scales[-1], 2))
     out = {}
-    for i, j in net.nodes:
-        if j == 0:
-            feat = scales[i]
-            if net.level_down and i > 0:
-                feat = fusion(net.down[f'{i}'], [F.avg_pool2d(out[i - 1, 0], 2), feat])
-        else:
-            feats = [out[i, c] for c in net._same_level(i, j)]
-            if net.level_up:
-                size = out[i, 0].shape[-2:]
-                feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
-            feat = fusion(net.fuse[f'{i}_{j}'], feats)
-        out[i, j] = mab(net.mab[f'{i}_{j}'], feat)
-    rain = net.conv_last(fusion(net.head, [out[0, j] for j in range(net.num_levels)]))
+    for j in range(num_levels):
+        for i in range(num_levels - j if level_up else 1):
+            if j == 0:
+                feat = scales[i]
+                if level_down and i > 0:
+                    feat = fusion(net.down[f'{i}'], [F.avg_pool2d(out[i - 1, 0], 2), feat])
+            else:
+                feats = [out[i, c] for c in range(j)] if level_dense else [out[i, j - 1]]
+                if level_up:
+                    size = out[i, 0].shape[-2:]
+                    feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
+                feat = fusion(net.fuse[f'{i}_{j}'], feats)
+            out[i, j] = mab(net.mab[f'{i}_{j}'], feat, mab_variant)
+    rain = net.conv_last(fusion(net.head, [out[0, j] for j in range(num_levels)]))
     return (x - rain)[..., :h, :w]
 
 
@@ -114,9 +127,9 @@ SMALL = dict(num_feat=16, num_levels=3, num_subspaces=4)
 CONFIGS = {
     'default-16': dict(num_feat=16),
     **{f'attention={a}': dict(SMALL, attention=a) for a in ('ca', 'sp', 'sa', 'ca+sp', 'sp+sa')},
-    **{name: dict(SMALL, mab_variant=name) for name in MAB_VARIANTS if name != 'M5'},
-    'no level links': dict(SMALL, level_down=False, level_up=False, level_dense=False),
-    'level_dense off': dict(SMALL, level_dense=False),
+    **{name: dict(SMALL, mab_variant=name) for name in TABLE_5 if name != 'M5'},
+    **{f'{link} off': dict(SMALL, **{link: False}) for link in ('level_down', 'level_up', 'level_dense')},
+    'no level links, M2': dict(SMALL, level_down=False, level_up=False, level_dense=False, mab_variant='M2'),
     'dilated, kernels 1-3-7': dict(SMALL, dilated=True, kernel_sizes=(1, 3, 7)),
     'one kernel size, 1 level': dict(num_feat=8, num_levels=1, num_subspaces=2, kernel_sizes=(3, )),
 }
@@ -128,20 +141,20 @@ def test_eval_outputs_equal_reference(name):
     net = randomised(DSMNet(**CONFIGS[name])).eval()
     x = torch.rand(2, 3, 21, 26)
     with torch.no_grad():
-        expected = reference_forward(net, x)
+        expected = reference_forward(net, x, **CONFIGS[name])
         out = net(x)
     assert out.shape == x.shape and out.is_contiguous()
     assert (out - expected).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize('name', ['default-16', 'attention=sp+sa', 'M1', 'M3', 'dilated, kernels 1-3-7'])
+@pytest.mark.parametrize('name', list(CONFIGS))
 def test_training_step_equals_reference(name):
     """Train mode: same output, same gradient for every parameter, same BatchNorm statistics."""
     torch.manual_seed(0)
     net = randomised(DSMNet(**CONFIGS[name])).train()
     ref = copy.deepcopy(net)
     x, target = torch.rand(2, 3, 24, 20), torch.rand(2, 3, 24, 20)
-    out, expected = net(x), reference_forward(ref, x)
+    out, expected = net(x), reference_forward(ref, x, **CONFIGS[name])
     assert (out - expected).abs().max() < 1e-5
     F.mse_loss(out, target).backward()
     F.mse_loss(expected, target).backward()
@@ -157,7 +170,7 @@ def test_channels_last_input_and_batch_one():
     net = randomised(DSMNet(**SMALL)).eval()
     x = torch.rand(1, 3, 19, 17)
     with torch.no_grad():
-        expected = reference_forward(net, x)
+        expected = reference_forward(net, x, **SMALL)
         out = net(x.contiguous(memory_format=torch.channels_last))
     assert (out - expected).abs().max() < 1e-5
 
@@ -204,4 +217,4 @@ def test_flops_equal_reference(train):
             if train:
                 out.sum().backward()
 
-    assert flops(run, net) == flops(run, lambda t: reference_forward(net, t)) > 0
+    assert flops(run, net) == flops(run, lambda t: reference_forward(net, t, num_feat=16)) > 0
