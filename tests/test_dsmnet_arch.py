@@ -125,9 +125,16 @@ def test_invalid_arguments_raise_value_errors(kwargs, message):
 
 
 def test_unused_branch_arguments_are_not_checked():
-    # num_subspaces only matters with subspace attention, reduction only with channel attention
-    assert DSMNet(num_feat=12, num_levels=2, attention='ca+sp', num_subspaces=8)
-    assert DSMNet(num_feat=12, num_levels=2, attention='sp+sa', num_subspaces=4, reduction=5)
+    # num_subspaces only matters with subspace attention, reduction only with channel attention:
+    # 8 subspaces and a reduction of 5 do not divide 12 channels, and are not used here
+    cases = [(dict(attention='ca+sp', num_subspaces=8), '.sa.'), (dict(attention='sp+sa', num_subspaces=4, reduction=5),
+                                                                 '.ca.')]
+    for kwargs, unused in cases:
+        net = DSMNet(num_feat=12, num_levels=2, **kwargs)
+        assert not [k for k in net.state_dict() if unused in k]
+        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match='num_subspaces must be a positive divisor of num_feat=12, got 8'):
+        DSMNet(num_feat=12, num_levels=2, attention='ca+sa', num_subspaces=8)
 
 
 @pytest.mark.parametrize('attention', ATTENTIONS)
