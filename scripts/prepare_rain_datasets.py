@@ -12,11 +12,11 @@ import sys
 if __package__ in (None, ''):  # run as a file: import the package from this checkout
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dsmnet_arch.preparation import (DATASETS, RELEASE_FOLDERS, PreparationError,  # noqa: E402
-                                    prepare_dataset, resolve_sources)
+from dsmnet_arch.preparation import DATASETS, LAYOUTS, PreparationError, prepare_dataset, resolve_sources  # noqa: E402
 
 EPILOG = 'Release folder names looked up inside --src:\n' + '\n'.join(
-    f'  {name:9s} train: {folders["train"]:14s} test: {folders["test"]}' for name, folders in RELEASE_FOLDERS.items())
+    f'  {name:9s} train: {layout.folders["train"]:14s} test: {layout.folders["test"]}'
+    for name, layout in LAYOUTS.items())
 EPILOG += '''
 
 Give --src-train/--src-test instead (or as well) for folders with other names, or to prepare one

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import REPO, write_pairs
 from dsmnet_arch.checks import run_pipeline
-from dsmnet_arch.preparation import PAPER_PAIRS, prepare_dataset
+from dsmnet_arch.preparation import LAYOUTS, prepare_dataset
 
 FILES = sorted(f for f in glob.glob(os.path.join(REPO, 'options', '*_DSMNet_*.yml')) if not f.endswith('_demo.yml'))
 TRAIN = [f for f in FILES if os.path.basename(f).startswith('train_')]
@@ -102,7 +102,7 @@ def test_training_file_has_the_paper_settings(path):
     assert opt['train']['optim_g'] == {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.999]}
     assert opt['train']['pixel_opt'] == {'type': 'MSESSIMLoss', 'loss_weight': 1.0, 'ssim_weight': 0.2}
     # epochs -> iterations, as the file's comment says: pairs x ratio / batch x epochs
-    pairs, ratio, epochs = PAPER_PAIRS[name]['train'], train_set['dataset_enlarge_ratio'], EPOCHS[name]
+    pairs, ratio, epochs = LAYOUTS[name].paper_pairs['train'], train_set['dataset_enlarge_ratio'], EPOCHS[name]
     total = opt['train']['total_iter']
     assert total == pairs * ratio * epochs // 32 and pairs * ratio * epochs % 32 == 0
     text = open(path).read()

@@ -17,6 +17,7 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from conftest import REPO
 from dsmnet_arch import preparation as rd
+from dsmnet_arch.preparation import inspection, writing
 
 H, W = 64, 72  # at least the options' 64 x 64 crop
 
@@ -141,7 +142,7 @@ def test_duplicated_targets_fall_back_to_symlinks_where_hard_links_fail(tmp_path
     save(src / 'ground_truth' / '901.jpg', flat(clean(1)))
     for m in (1, 2, 3):
         save(src / 'rainy_image' / f'901_{m}.jpg', flat(rainy(1)))
-    monkeypatch.setattr(rd.os, 'link', lambda *a, **k: (_ for _ in ()).throw(OSError('no hard links here')))
+    monkeypatch.setattr(os, 'link', lambda *a, **k: (_ for _ in ()).throw(OSError('no hard links here')))
     report = rd.prepare_dataset('Rain1400', {'test': src}, tmp_path / 'out')
 
     assert report.splits[0].placed == {'copies': 4, 'symlinks': 2}
@@ -264,7 +265,7 @@ def test_an_interrupted_run_leaves_no_split_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         os.link(src_path, dst)
 
-    monkeypatch.setattr(rd, '_place', failing_place)
+    monkeypatch.setattr(writing, '_place', failing_place)
     with pytest.raises(KeyboardInterrupt):
         rd.prepare_dataset('Rain100H', rd.resolve_sources('Rain100H', src=src), tmp_path / 'out')
     assert os.listdir(tmp_path / 'out') == []
@@ -281,8 +282,8 @@ def test_lmdb_map_size_holds_incompressible_images_that_basicsr_guess_does_not(t
     with pytest.raises(lmdb.MapFullError):  # BasicSR's own estimate: 10 x the first image's size
         make_lmdb_from_imgs(str(folder), str(tmp_path / 'guess.lmdb'), names, keys, compress_level=0)
 
-    infos = [rd.inspect_image(folder / n)[0] for n in names]
-    map_size = rd.lmdb_map_size(infos)
+    infos = [inspection.inspect_image(folder / n)[0] for n in names]
+    map_size = writing.lmdb_map_size(infos)
     make_lmdb_from_imgs(str(folder), str(tmp_path / 'ours.lmdb'), names, keys, compress_level=0, map_size=map_size)
     used = os.path.getsize(tmp_path / 'ours.lmdb' / 'data.mdb')
     assert 5 * 300 * 400 * 3 < used <= map_size
