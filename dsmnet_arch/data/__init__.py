@@ -1,4 +1,5 @@
-"""Imports every ``*_dataset.py`` module here so that it registers with BasicSR."""
-from dsmnet_arch.utils import import_modules
+"""Data utilities, as BasicSR's ``basicsr/data`` holds them: the seeded rain synthesizer (``rain_synthesis``).
 
-_modules = import_modules(__name__, __path__, '_dataset')
+No dataset class is needed: BasicSR's own ``PairedImageDataset`` reads the pairs that
+:mod:`dsmnet_arch.preparation` writes, so nothing here registers with BasicSR.
+"""
