@@ -4,8 +4,9 @@ BasicSR 1.4.2 finds most mistakes late (an AssertionError in a dataloader worker
 a registry) or never (a misspelled key is silently ignored). :func:`run_pipeline` wraps BasicSR's
 train/test pipelines: right after the options are parsed, :func:`check_options` verifies the
 registered types, the network arguments, likely misspellings of known keys and every paired
-dataset (folders, pairing, readable images, equal sizes, ``gt_size``, LMDB meta info); any
-user error, then or later, ends the run with ``error: ...`` on one line and exit status 1.
+dataset (folders, the pairs that BasicSR's own ``paired_paths_from_*`` functions make, readable
+images, equal sizes, ``gt_size``, LMDB meta info); any user error, then or later, ends the run
+with ``error: ...`` on one line and exit status 1.
 """
 import difflib
 import inspect
@@ -13,6 +14,7 @@ import logging
 import os
 import sys
 
+from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 from PIL import Image
 
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
@@ -135,7 +137,10 @@ def _folder_images(folder, key):
 
 
 def _lmdb_meta(folder, key):
-    """{name: (width, height)} from a BasicSR LMDB folder's meta_info.txt."""
+    """{LMDB key: (image name, (width, height))} from a BasicSR LMDB folder's meta_info.txt.
+
+    The key of a line is what BasicSR's ``paired_paths_from_lmdb`` takes from it: the text before its first dot.
+    """
     if not folder or not os.path.isdir(folder):
         raise OptionsError(f'Option {key}: LMDB folder {folder} does not exist')
     meta_path = os.path.join(folder, 'meta_info.txt')
@@ -145,59 +150,103 @@ def _lmdb_meta(folder, key):
     meta = {}
     with open(meta_path) as f:
         for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
             try:
                 name, shape = line.split(' (', 1)
                 h, w = (int(v) for v in shape.split(')')[0].split(',')[:2])
             except ValueError:
-                raise OptionsError(f'{meta_path}:{line_no}: expected "name (h,w,c) level", got {line.strip()!r}') from None
-            meta[name] = (w, h)
+                raise OptionsError(f'{meta_path}:{line_no}: expected "name (h,w,c) level", '
+                                   f'got {line.strip()!r}') from None
+            meta[line.split('.')[0]] = (name, (w, h))
     if not meta:
         raise OptionsError(f'{meta_path} lists no images')
     return meta
 
 
-def _pair_sizes(dataset_opt, phase, scale):
-    """{target name: ((lq w, h), (gt w, h))}, after checking that the folders pair one to one."""
-    key = f'datasets:{phase}'
+def _paired_paths(dataset_opt, lmdb):
+    """[(input, target)] as BasicSR's PairedImageDataset pairs them for these options, by its own functions:
+    LMDB keys, or file paths from the folders (or from meta_info_file) and filename_tmpl; sorted by target."""
+    folders, keys = [dataset_opt.get('dataroot_lq'), dataset_opt.get('dataroot_gt')], ['lq', 'gt']
     tmpl = dataset_opt.get('filename_tmpl', '{}')
-    lmdb = (dataset_opt.get('io_backend') or {}).get('type') == 'lmdb'
-    lq_root, gt_root = dataset_opt.get('dataroot_lq'), dataset_opt.get('dataroot_gt')
     if lmdb:
-        lq, gt = _lmdb_meta(lq_root, f'{key}:dataroot_lq'), _lmdb_meta(gt_root, f'{key}:dataroot_gt')
-        lq_of = {g: g for g in gt}  # BasicSR pairs LMDB keys by equality
+        paths = paired_paths_from_lmdb(folders, keys)
+    elif dataset_opt.get('meta_info_file') is not None:
+        paths = paired_paths_from_meta_info_file(folders, keys, dataset_opt['meta_info_file'], tmpl)
     else:
-        lq_names = _folder_images(lq_root, f'{key}:dataroot_lq')
-        gt_names = _folder_images(gt_root, f'{key}:dataroot_gt')
-        meta_file = dataset_opt.get('meta_info_file')
-        if meta_file:
-            if not os.path.isfile(meta_file):
-                raise OptionsError(f'Option {key}:meta_info_file: {meta_file} does not exist')
-            with open(meta_file) as f:
-                gt_names = [line.split(' ')[0].strip() for line in f if line.strip()]
-        lq_of = {g: tmpl.format(os.path.splitext(g)[0]) + os.path.splitext(g)[1] for g in gt_names}
-        lq, gt = set(lq_names), set(gt_names)
-    missing = sorted(g for g, q in lq_of.items() if q not in lq)
+        paths = paired_paths_from_folder(folders, keys, tmpl)
+    return sorted(((p['lq_path'], p['gt_path']) for p in paths), key=lambda pair: pair[1])
+
+
+def _no_input(key, tmpl, count, lq_path, gt_path):
+    """The error for ``count`` targets without their input; names the first, ``gt_path``, and its ``lq_path``."""
+    return OptionsError(f'Option {key}: {count} target(s) have no input (filename_tmpl {tmpl!r}), '
+                        f'e.g. {gt_path} has no {lq_path}')
+
+
+def _unpaired(key, dataset_opt, lq_of, lq_names, err):
+    """The error for folders BasicSR could not pair, naming a file where its message does not.
+
+    ``lq_of`` maps each target name to the input name it needs and ``lq_names`` holds the input names.
+    Names the first target without its input, else the first input no target takes, else repeats
+    BasicSR's ``err``.
+    """
+    lq_root, gt_root = dataset_opt.get('dataroot_lq'), dataset_opt.get('dataroot_gt')
+    missing = sorted(g for g, q in lq_of.items() if q not in lq_names)
     if missing:
-        raise OptionsError(f'Option {key}: {len(missing)} target(s) have no input (filename_tmpl {tmpl!r}), '
-                           f'e.g. {os.path.join(gt_root, missing[0])} has no {os.path.join(lq_root, lq_of[missing[0]])}')
-    unused = sorted(set(lq) - set(lq_of.values()))
-    if unused and not dataset_opt.get('meta_info_file'):
-        raise OptionsError(f'Option {key}: {len(unused)} input(s) have no target in {gt_root}, '
-                           f'e.g. {os.path.join(lq_root, unused[0])}')
+        return _no_input(key, dataset_opt.get('filename_tmpl', '{}'), len(missing),
+                         os.path.join(lq_root, lq_of[missing[0]]), os.path.join(gt_root, missing[0]))
+    unused = sorted(lq_names - set(lq_of.values()))
+    if unused:
+        return OptionsError(f'Option {key}: {len(unused)} input(s) have no target in {gt_root}, '
+                            f'e.g. {os.path.join(lq_root, unused[0])}')
+    return OptionsError(f'Option {key}: {lq_root} and {gt_root} do not pair: {err}')
+
+
+def _folder_pairs(dataset_opt, key):
+    """((input path, size), (target path, size)) of each pair of image files, paired as BasicSR pairs them."""
+    lq_names = set(_folder_images(dataset_opt.get('dataroot_lq'), f'{key}:dataroot_lq'))
+    gt_names = _folder_images(dataset_opt.get('dataroot_gt'), f'{key}:dataroot_gt')
+    meta_file = dataset_opt.get('meta_info_file')
+    if meta_file is not None and not os.path.isfile(meta_file):
+        raise OptionsError(f'Option {key}:meta_info_file: {meta_file} does not exist')
+    tmpl = dataset_opt.get('filename_tmpl', '{}')
+    try:
+        pairs = _paired_paths(dataset_opt, lmdb=False)
+    except AssertionError as err:  # BasicSR asserts equal counts, then the input of each target
+        # the input name BasicSR looked for, only to name a file in the error
+        lq_of = {g: tmpl.format(os.path.splitext(g)[0]) + os.path.splitext(g)[1] for g in gt_names}
+        raise _unpaired(key, dataset_opt, lq_of, lq_names, err) from None
+    missing = [(q, g) for q, g in pairs if not os.path.isfile(q)]  # BasicSR takes meta_info_file's names on trust
+    if missing:
+        raise _no_input(key, tmpl, len(missing), *missing[0])
+    for q, g in pairs:
+        yield (q, _image_size(q, f'{key}:dataroot_lq')), (g, _image_size(g, f'{key}:dataroot_gt'))
+
+
+def _lmdb_pairs(dataset_opt, key):
+    """((input, size), (target, size)) of each pair of LMDB images, paired as BasicSR pairs them (by key)."""
+    lq_root, gt_root = dataset_opt.get('dataroot_lq'), dataset_opt.get('dataroot_gt')
+    lq, gt = _lmdb_meta(lq_root, f'{key}:dataroot_lq'), _lmdb_meta(gt_root, f'{key}:dataroot_gt')
+    try:
+        pairs = _paired_paths(dataset_opt, lmdb=True)
+    except ValueError as err:  # the keys differ, or a folder's name does not end in .lmdb
+        lq_of = {name: lq[k][0] if k in lq else name for k, (name, _) in gt.items()}
+        raise _unpaired(key, dataset_opt, lq_of, {name for name, _ in lq.values()}, err) from None
+    for q, g in pairs:
+        (lq_name, lq_size), (gt_name, gt_size) = lq[q], gt[g]
+        yield (os.path.join(lq_root, lq_name), lq_size), (os.path.join(gt_root, gt_name), gt_size)
+
+
+def _pair_sizes(dataset_opt, phase, scale):
+    """{target name: ((lq w, h), (gt w, h))} of the pairs BasicSR's PairedImageDataset makes of these options."""
+    key = f'datasets:{phase}'
+    lmdb = (dataset_opt.get('io_backend') or {}).get('type') == 'lmdb'
     sizes = {}
-    for g, q in lq_of.items():
-        if lmdb:
-            lq_size, gt_size = lq[q], gt[g]
-        else:
-            lq_size = _image_size(os.path.join(lq_root, q), f'{key}:dataroot_lq')
-            gt_size = _image_size(os.path.join(gt_root, g), f'{key}:dataroot_gt')
+    for (lq_path, lq_size), (gt_path, gt_size) in (_lmdb_pairs if lmdb else _folder_pairs)(dataset_opt, key):
         if (lq_size[0] * scale, lq_size[1] * scale) != gt_size:
-            raise OptionsError(f'Option {key}: pair sizes differ: input {os.path.join(lq_root, q)} is '
-                               f'{lq_size[0]}x{lq_size[1]}, target {os.path.join(gt_root, g)} is '
+            raise OptionsError(f'Option {key}: pair sizes differ: input {lq_path} is '
+                               f'{lq_size[0]}x{lq_size[1]}, target {gt_path} is '
                                f'{gt_size[0]}x{gt_size[1]} (scale {scale})')
-        sizes[g] = (lq_size, gt_size)
+        sizes[os.path.relpath(gt_path, dataset_opt['dataroot_gt'])] = (lq_size, gt_size)
     return sizes
 
 
