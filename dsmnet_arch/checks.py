@@ -270,7 +270,7 @@ def _check_datasets(opt, warnings):
 
 def _check_weights(opt):
     """Pretrained weights are loaded after BasicSR made the experiment folders: check them first."""
-    from dsmnet_arch.compat import load_checkpoint, state_dict_from_checkpoint
+    from dsmnet_arch.checkpoint import load_checkpoint, state_dict_from_checkpoint
 
     paths = opt.get('path') or {}
     for key, path in paths.items():
