@@ -503,3 +503,35 @@ def test_a_small_tile_without_an_overlap_gets_the_largest_that_fits(tmp_path, we
     assert 'error: --tile 40 must exceed twice --tile-overlap (20) by at least 1 for this DSMNet' in \
         capsys.readouterr().err
     assert not (tmp_path / 'out2').exists()
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--tile-overlap', '-1'], '--tile-overlap must be >= 0, got -1'),
+    (['--batch', '0'], '--batch must be >= 1, got 0'),
+    (['--tile', 'big'], "argument --tile: expected 'auto', 0 or a tile side in pixels, got 'big'"),
+    (['--tile', '-8'], "argument --tile: expected 'auto', 0 or a tile side in pixels, got '-8'"),
+    (['--ext', 'gif'], "argument --ext: unsupported output format 'gif'; one of .png, .jpg"),
+    (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
+    (['--precision', 'fp8'], "argument --precision: invalid choice: 'fp8'"),
+])
+def test_bad_arguments_are_refused_by_name(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(['-i', tmp_path, '-o', tmp_path / 'out', '--weights', tmp_path / 'w.pth', *extra])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_an_unreadable_options_file_is_named(tmp_path, weights, capsys):
+    path, _ = weights
+    cv2.imwrite(str(tmp_path / 'p.png'), make_file_image('rgb', np.uint8))
+    args = ['-i', tmp_path / 'p.png', '-o', tmp_path / 'out', '--weights', path, '--opt']
+    assert run(args + [tmp_path / 'missing.yml']) == 2
+    assert f'error: Cannot read options file {tmp_path / "missing.yml"}: ' in capsys.readouterr().err
+    (tmp_path / 'broken.yml').write_text('network_g: [unclosed\n')
+    assert run(args + [tmp_path / 'broken.yml']) == 2
+    err = capsys.readouterr().err
+    assert f'error: Cannot read options file {tmp_path / "broken.yml"}: ' in err and len(err.splitlines()) == 1
+    (tmp_path / 'none.yml').write_text('name: no network here\n')
+    assert run(args + [tmp_path / 'none.yml']) == 2
+    assert 'network_g must be a section with "type: DSMNet", got type None' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
