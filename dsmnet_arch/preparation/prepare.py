@@ -13,6 +13,8 @@ from dsmnet_arch.preparation.report import PreparationError, PreparationReport, 
 from dsmnet_arch.preparation.writing import build_lmdbs, write_pairs
 
 MARKER = 'prepared.json'
+#: What a finished split's record holds (besides the skipped files and the PNG level).
+RECORD_FIELDS = frozenset({'dataset', 'source', 'pairs', 'lmdb'})
 
 
 def prepare_dataset(dataset, sources, dst, lmdb=False, compress_level=1, skip_bad=False, workers=None,
@@ -183,6 +185,11 @@ def _finished_split(out):
         raise PreparationError(f'{out} exists but holds no {MARKER} (not a finished preparation); '
                                'remove it or choose another --dst')
     try:
-        return json.loads(marker.read_text())
+        record = json.loads(marker.read_text())
     except (OSError, ValueError) as err:
         raise PreparationError(f'Cannot read {marker}: {err}') from None
+    missing = RECORD_FIELDS - set(record) if isinstance(record, dict) else RECORD_FIELDS
+    if missing:
+        raise PreparationError(f'Cannot read {marker}: not a record of a preparation (no {", ".join(sorted(missing))}); '
+                               'remove the folder to prepare it again')
+    return record
