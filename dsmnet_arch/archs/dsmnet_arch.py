@@ -199,7 +199,8 @@ class MAB(nn.Module):
 
     Args:
         num_feat (int): Channel number C.
-        kernel_sizes (tuple[int]): The parallel kernel sizes k (odd, distinct), in branch order.
+        kernel_sizes (tuple[int]): The parallel kernel sizes k (odd, distinct), in the order of eq. 11's
+            concatenation.
         dilated (bool): Use 3x3 kernels with dilation (k - 1) / 2 instead of k x k.
         across_down (bool): Each branch takes in the branches of smaller kernels.
         across_up (bool): Each branch takes in the branches of larger kernels.
@@ -215,8 +216,8 @@ class MAB(nn.Module):
                 not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f'kernel_sizes must be distinct odd positive integers, e.g. (1, 3, 5); got {kernel_sizes}')
         self.across_down, self.across_up, self.dense_fusion = across_down, across_up, dense_fusion
-        # branch order = the order of kernel_sizes (ascending in the paper); keys k1, k3, k5 keep the
-        # kernel sizes in the state dict
+        # the branches in the order of kernel_sizes (that of the concatenation, eq. 11), with keys k1,
+        # k3, k5 that keep the kernel sizes in the state dict; the connections go by kernel size
         order = sorted(kernel_sizes)
         self.rank = [order.index(k) for k in kernel_sizes]  # position of each branch by kernel size
         for layer in ('conv_a', 'conv_b', 'conv_c'):
