@@ -3,7 +3,8 @@
     python scripts/prepare_rain_datasets.py --dataset Rain100H --src ~/Downloads/rain --lmdb
 
 writes datasets/Rain100H/{train,test}/{input,target}/ (and input.lmdb, target.lmdb), prints a
-report, and exits with status 1 and a one-line error naming the file on a fatal problem.
+report, and exits with status 1 and a one-line error naming the file on a fatal problem. Rain13K
+writes its five test sets to datasets/Rain13K/test/<set>/{input,target}/.
 """
 import argparse
 import os
@@ -14,8 +15,19 @@ if __package__ in (None, ''):  # run as a file: import the package from this che
 
 from dsmnet_arch.preparation import DATASETS, LAYOUTS, PreparationError, prepare_dataset, resolve_sources  # noqa: E402
 
+
+
+def _names(layout, split):
+    """A split's release folder name(s) for the help text."""
+    folders = layout.folders[split]
+    if folders is None:
+        return f'(not confirmed: give --src-{split})'
+    names = folders if isinstance(folders, str) else ' or '.join(folders)
+    return names + (f', holding {", ".join(layout.test_sets)}' if split == 'test' and layout.test_sets else '')
+
+
 EPILOG = 'Release folder names looked up inside --src:\n' + '\n'.join(
-    f'  {name:9s} train: {layout.folders["train"]:14s} test: {layout.folders["test"]}'
+    f'  {name:9s} train: {_names(layout, "train")}\n  {"":9s} test:  {_names(layout, "test")}'
     for name, layout in LAYOUTS.items())
 EPILOG += '''
 
@@ -31,8 +43,10 @@ def parse_args(argv=None):
     parser.add_argument('--dataset', required=True, choices=DATASETS, help='which release the sources are')
     parser.add_argument('--src', help='folder holding the downloaded split folders under their release names')
     parser.add_argument('--src-train', help='the training split folder as downloaded (e.g. .../RainTrainH)')
-    parser.add_argument('--src-test', help='the test split folder as downloaded (e.g. .../Rain100H)')
-    parser.add_argument('--test-set', help='Rain13K with --src: the set under test/ to use (e.g. Rain100H)')
+    parser.add_argument('--src-test', help='the test split folder as downloaded (e.g. .../Rain100H; Rain13K: the '
+                        'folder holding its test sets)')
+    parser.add_argument('--test-set', action='append', metavar='SET',
+                        help='Rain13K: prepare only this test set (repeat for several; default: all five)')
     parser.add_argument('--dst', help='output folder (default: datasets/<dataset>)')
     parser.add_argument('--lmdb', action='store_true', help='also build <split>/input.lmdb and target.lmdb')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10), metavar='0-9',

@@ -152,23 +152,6 @@ def test_duplicated_targets_fall_back_to_symlinks_where_hard_links_fail(tmp_path
     assert_levels(read(tmp_path / 'out' / 'test'), {f'901_{m}': (rainy(1), clean(1)) for m in (1, 2, 3)})
 
 
-def test_rain13k_style_folders_keep_their_names(tmp_path):
-    src = tmp_path / 'Datasets'
-    for i, name in enumerate(['a.png', 'b_1.png']):
-        save(src / 'train' / 'Rain13K' / 'input' / name, flat(rainy(i)))
-        save(src / 'train' / 'Rain13K' / 'target' / name, flat(clean(i)))
-        save(src / 'test' / 'Rain100L' / 'input' / name, flat(rainy(i + 5)))
-        save(src / 'test' / 'Rain100L' / 'target' / name, flat(clean(i + 5)))
-    with pytest.raises(rd.PreparationError, match=r'--test-set .*found in .*: Rain100L'):
-        rd.resolve_sources('Rain13K', src=src)
-    sources = rd.resolve_sources('Rain13K', src=src, test_set='Rain100L')
-    rd.prepare_dataset('Rain13K', sources, tmp_path / 'out', lmdb=True)
-    for backend in ('disk', 'lmdb'):
-        for split, offset in (('train', 0), ('test', 5)):
-            assert_levels(read(tmp_path / 'out' / split, backend),
-                          {'a': (rainy(offset), clean(offset)), 'b_1': (rainy(offset + 1), clean(offset + 1))})
-
-
 def make_bad_rain100(root):
     make_rain100(root, train=6, test=1)
     folder = root / 'RainTrainH'

@@ -11,9 +11,19 @@ from dsmnet_arch.utils import IMAGE_EXTENSIONS
 
 
 class Side(NamedTuple):
-    """Where one side of a pair comes from: a whole file, or the left/right half of one (Rain800)."""
+    """Where one side of a pair comes from: a whole file, or the left/right half of one (Rain800, DID-Data).
+
+    ``png``: the whole file is decoded and written as PNG (a pair whose two files have different
+    extensions gets one name, ``<key>.png``); halves are always written as PNG.
+    """
     path: Path
     half: Optional[str] = None
+    png: bool = False
+
+    @property
+    def decoded(self):
+        """Whether the side is decoded and written as PNG rather than placed as the file it is."""
+        return self.half is not None or self.png
 
 
 class Pair(NamedTuple):
@@ -64,8 +74,28 @@ def files_by_key(paths, pattern, ignored, problems):
     return found
 
 
-def match_pairs(inputs, targets, problems, target_key=lambda key: key):
-    """Pair ``{key: input}`` with ``{target_key(key): target}``; the pair is named ``key`` + suffix."""
+def has_paired_folders(folder):
+    """Whether ``folder`` holds ``input/`` and ``target/`` (our output, and the re-packed copies of MPRNet,
+    Restormer and DRSformer)."""
+    return (Path(folder) / 'input').is_dir() and (Path(folder) / 'target').is_dir()
+
+
+def make_pair(key, input_path, target_path, problems, mixed_extensions=False):
+    """The pair of two files named ``key`` + the input's extension, or None with an 'extension mismatch' problem.
+
+    With ``mixed_extensions``, files of different extensions pair too: the pair is named ``key.png``
+    and the side that is not a PNG is decoded and written as one (losslessly, no second JPEG).
+    """
+    if input_path.suffix.lower() == target_path.suffix.lower():
+        return Pair(key + input_path.suffix, Side(input_path), Side(target_path))
+    if not mixed_extensions:
+        problems.append(Problem('extension mismatch', input_path, f'target is {target_path.name}'))
+        return None
+    return Pair(key + '.png', *(Side(p, png=p.suffix.lower() != '.png') for p in (input_path, target_path)))
+
+
+def match_pairs(inputs, targets, problems, target_key=lambda key: key, mixed_extensions=False):
+    """Pair ``{key: input}`` with ``{target_key(key): target}``; each pair is named by :func:`make_pair`."""
     pairs, used = [], set()
     for key, path in inputs.items():
         target = targets.get(target_key(key))
@@ -73,12 +103,63 @@ def match_pairs(inputs, targets, problems, target_key=lambda key: key):
             problems.append(Problem('input without target', path))
             continue
         used.add(target)
-        if target.suffix.lower() != path.suffix.lower():
-            problems.append(Problem('extension mismatch', path, f'target is {target.name}'))
-        else:
-            pairs.append(Pair(key + path.suffix, Side(path), Side(target)))
+        pair = make_pair(key, path, target, problems, mixed_extensions)
+        if pair is not None:
+            pairs.append(pair)
     problems.extend(Problem('target without input', path) for path in targets.values() if path not in used)
     return pairs
+
+
+def side_by_side(images, rainy, prefix=''):
+    """Pairs of images that each hold one pair side by side; ``rainy`` ('left' or 'right') is the input's half.
+
+    Each pair is named ``prefix`` + the file's stem + ``.png`` (halves are written as PNG).
+    """
+    clean = 'left' if rainy == 'right' else 'right'
+    return [Pair(prefix + p.stem + '.png', Side(p, rainy), Side(p, clean)) for p in images]
+
+
+def listed_pairs(list_file, problems):
+    """Pairs from a list file of ``<rainy> <clean>`` lines (SPA-Data's ``real_world.txt``).
+
+    Several rainy images may share one clean image. Paths are relative; a leading ``./`` or ``/``
+    is dropped, and they are read against the list's folder or, where the first listed file is not
+    found there, the folder above it. Each pair is named by :func:`make_pair` after the rainy
+    file's stem. A line without two paths and a listed file that is missing are problems.
+    """
+    list_file = Path(list_file)
+    lines = [(n, line.split()) for n, line in enumerate(list_file.read_text().splitlines(), 1) if line.strip()]
+    if not lines:
+        raise PreparationError(f'{list_file} lists no pairs')
+    base = _list_base(list_file, *lines[0])
+    pairs = []
+    for n, fields in lines:
+        if len(fields) != 2:
+            problems.append(Problem('bad list line', list_file,
+                                    f'line {n}: expected "<rainy> <clean>", got {len(fields)} field(s)'))
+            continue
+        rainy, clean = (base / _relative(field) for field in fields)
+        missing = [p for p in (rainy, clean) if not p.is_file()]
+        problems.extend(Problem('listed file missing', p, f'{list_file.name} line {n}') for p in missing)
+        pair = None if missing else make_pair(rainy.stem, rainy, clean, problems, mixed_extensions=True)
+        if pair is not None:
+            pairs.append(pair)
+    return pairs
+
+
+def _relative(field):
+    """A list file's path as a relative path: without its leading ``./`` or ``/``."""
+    return Path(re.sub(r'^(\./|/)+', '', field))
+
+
+def _list_base(list_file, line_no, fields):
+    """The folder that a list file's paths are relative to: its own or its parent, whichever holds the first one."""
+    candidates = (list_file.parent, list_file.parent.parent)
+    for base in candidates:
+        if (base / _relative(fields[0])).is_file():
+            return base
+    raise PreparationError(f'{list_file} line {line_no}: {fields[0]} is neither in {candidates[0]} nor in '
+                           f'{candidates[1]} (paths in the list are read relative to one of them)')
 
 
 def discover_pairs(discover, folder, lmdb=False):

@@ -24,7 +24,8 @@ def prepare_dataset(dataset, sources, dst, lmdb=False, compress_level=1, skip_ba
     Args:
         dataset (str): One of :data:`~dsmnet_arch.preparation.layouts.DATASETS`.
         sources (dict[str, str | Path]): split -> folder as downloaded, e.g. from
-            :func:`~dsmnet_arch.preparation.layouts.resolve_sources`.
+            :func:`~dsmnet_arch.preparation.layouts.resolve_sources`; a split named ``test/<set>`` is
+            one of several test sets.
         dst (str | Path): Output folder; gets ``<split>/input``, ``<split>/target`` (and ``.lmdb``).
         lmdb (bool): Also build ``<split>/input.lmdb`` and ``<split>/target.lmdb``.
         compress_level (int): PNG compression level (0-9) of the PNGs written (Rain800 halves, LMDB).
@@ -42,7 +43,6 @@ def prepare_dataset(dataset, sources, dst, lmdb=False, compress_level=1, skip_ba
     checked = [run.check(split, Path(source)) for split, source in sources.items()]
     todo = [split for split in checked if split is not None]
     run.stop_on_problems(todo)
-    run.dst.mkdir(parents=True, exist_ok=True)
     for split in todo:
         if split.record is None:
             run.write(split)
@@ -75,7 +75,7 @@ class _Preparation:
     def check(self, split, source):
         """Report on one split, then find and check its pairs; None for a finished split with nothing to add."""
         out = self.dst / split
-        rep = self._split_report(split, source)
+        rep = self._split_report(split, source, out)
         record = _finished_split(out)
         if record is not None:
             self._report_finished(rep, record, out)
@@ -90,18 +90,19 @@ class _Preparation:
         if record is None:
             rep.pairs = len(pairs)
             if rep.paper_pairs is not None and rep.pairs != rep.paper_pairs:
-                rep.warnings.append(f'{rep.pairs} pairs where the paper used {rep.paper_pairs}'
-                                    + ('; total_iter in the training options assumes the paper\'s count'
-                                       if split == 'train' else ''))
+                known = (self.layout.known_pairs or {}).get((split, rep.pairs))
+                rep.warnings.append(f'{rep.pairs} pairs where the paper used {rep.paper_pairs}' + (
+                    f': {known}' if known else '; total_iter in the training options assumes the paper\'s count'
+                    if split == 'train' else ''))
         if infos:
             rep.sizes = (min((i.h, i.w) for i, _ in infos.values()), max((i.h, i.w) for i, _ in infos.values()))
         return _Split(rep, out, pairs, infos, record)
 
-    def _split_report(self, split, source):
+    def _split_report(self, split, source, out):
         """A new split's report, added to the run's, with a warning about folders left by interrupted runs."""
         rep = SplitReport(split, source, paper_pairs=(self.layout.paper_pairs or {}).get(split))
         self.report.splits.append(rep)
-        leftovers = sorted(self.dst.glob(f'.{split}.incomplete-*')) if self.dst.is_dir() else []
+        leftovers = sorted(out.parent.glob(f'.{out.name}.incomplete-*')) if out.parent.is_dir() else []
         if leftovers:
             rep.warnings.append(f'{len(leftovers)} folder(s) left by an interrupted run, safe to delete: '
                                 + ', '.join(str(p) for p in leftovers))
@@ -138,7 +139,8 @@ class _Preparation:
     def write(self, split):
         """Write a checked split into a hidden folder beside its place, record it, and rename it into place."""
         rep = split.report
-        tmp = Path(tempfile.mkdtemp(prefix=f'.{rep.split}.incomplete-', dir=self.dst))
+        split.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{split.out.name}.incomplete-', dir=split.out.parent))
         try:
             write_pairs(split.pairs, tmp, self.compress_level, rep.placed, self.progress, desc=f'{rep.split}: writing')
             if self.lmdb:

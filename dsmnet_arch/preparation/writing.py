@@ -14,30 +14,34 @@ from dsmnet_arch.preparation.report import PreparationError
 def write_pairs(pairs, out, compress_level, placed, progress, desc):
     """Write ``out/input/<name>`` and ``out/target/<name>`` for every pair.
 
-    A file used unchanged is hard-linked (copied where that fails); a source file already written
-    under another name (Rain1400's shared targets) gets another name for that output; a half of
-    an image (Rain800) is written as PNG at ``compress_level``. ``placed`` counts each way.
+    A file used unchanged is hard-linked (copied where that fails); a half of an image (Rain800,
+    DID-Data) or a file to convert (:attr:`Side.png`) is decoded and written as PNG at
+    ``compress_level``; a side already written under another name (Rain1400's and SPA-Data's shared
+    clean images) gets another name for that output. ``placed`` counts each way.
     """
-    written = {}  # source file -> its first output, so shared targets become links
+    written = {}  # side -> its first output, so shared sides become links
     for sub in ('input', 'target'):
         (out / sub).mkdir()
     for pair in tqdm(pairs, desc=desc, unit='pair', disable=not progress):
         for sub, side in (('input', pair.input), ('target', pair.target)):
             dst = out / sub / pair.name
-            if side.half is not None:
-                if not cv2.imwrite(str(dst), _read_half(side), [cv2.IMWRITE_PNG_COMPRESSION, compress_level]):
+            if side in written:
+                _link_duplicate(written[side], dst, placed)
+            elif side.decoded:
+                if not cv2.imwrite(str(dst), _decode(side), [cv2.IMWRITE_PNG_COMPRESSION, compress_level]):
                     raise PreparationError(f'Cannot write {dst}')
-                placed['PNG halves written'] += 1
-            elif side.path in written:
-                _link_duplicate(written[side.path], dst, placed)
+                placed['PNG halves written' if side.half else 'PNGs converted'] += 1
             else:
                 _place(side.path, dst, placed)
-                written[side.path] = dst
+            written.setdefault(side, dst)
 
 
-def _read_half(side):
-    """The left or right half of the side's image; odd width 2k+1: left = columns [0, k), right = [k+1, 2k+1)."""
+def _decode(side):
+    """The side's image: the whole file, or its left or right half (odd width 2k+1: left = columns [0, k),
+    right = [k+1, 2k+1))."""
     img = cv2.imread(str(side.path), cv2.IMREAD_UNCHANGED)
+    if side.half is None:
+        return img
     half = img.shape[1] // 2
     return img[:, :half] if side.half == 'left' else img[:, img.shape[1] - half:]
 
