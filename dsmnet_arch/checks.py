@@ -5,8 +5,9 @@ a registry) or never (a misspelled key is silently ignored). :func:`run_pipeline
 train/test pipelines: right after the options are parsed, :func:`check_options` verifies the
 registered types, the network arguments, likely misspellings of known keys and every paired
 dataset (folders, the pairs that BasicSR's own ``paired_paths_from_*`` functions make, readable
-images, equal sizes, ``gt_size``, LMDB meta info); any user error, then or later, ends the run
-with ``error: ...`` on one line and exit status 1.
+images, equal sizes, ``gt_size``, LMDB meta info) and single-image dataset (a folder of readable
+images); any user error, then or later, ends the run with ``error: ...`` on one line and exit
+status 1.
 """
 import difflib
 import inspect
@@ -38,8 +39,8 @@ KNOWN_KEYS = {
                 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
                 'mean', 'std', 'color', 'phase', 'scale'),
 }
-CHECKED_MODELS = ('SRModel', 'DerainModel')
-CHECKED_DATASETS = ('PairedImageDataset', )
+CHECKED_MODELS = ('SRModel', 'DerainModel', 'RealRainModel')
+CHECKED_DATASETS = ('PairedImageDataset', 'SingleImageDataset')
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
@@ -250,6 +251,16 @@ def _pair_sizes(dataset_opt, phase, scale):
     return sizes
 
 
+def _check_single_images(dataset_opt, key):
+    """The input images of a SingleImageDataset: an LMDB with its meta info, or a folder of readable images."""
+    folder = dataset_opt.get('dataroot_lq')
+    if (dataset_opt.get('io_backend') or {}).get('type') == 'lmdb':
+        _lmdb_meta(folder, key)
+        return
+    for name in _folder_images(folder, key):
+        _image_size(os.path.join(folder, name), key)
+
+
 def _check_datasets(opt, warnings):
     datasets = opt.get('datasets')
     if not datasets:
@@ -259,6 +270,9 @@ def _check_datasets(opt, warnings):
             continue
         if opt.get('model_type') in CHECKED_MODELS:
             _check_keys(dataset_opt, f'datasets:{phase}:', KNOWN_KEYS['dataset'], warnings)
+        if dataset_opt['type'] == 'SingleImageDataset':
+            _check_single_images(dataset_opt, f'datasets:{phase}:dataroot_lq')
+            continue
         sizes = _pair_sizes(dataset_opt, phase, opt.get('scale', 1))
         gt_size = dataset_opt.get('gt_size')
         if phase.split('_')[0] == 'train' and gt_size:

@@ -1,0 +1,121 @@
+"""Real rain without clean images: RealRainModel through dsmnet_arch/test.py, and the comparison sheet.
+
+NIQE needs at least two 96 x 96 blocks, so the photos here are 96 x 192 (smooth noise, on which
+BasicSR's NIQE is finite); the network is a tiny random-weight DSMNet.
+"""
+import importlib.util
+import os
+import re
+
+import basicsr.test
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.metrics import calculate_niqe
+
+from conftest import REPO, run_entry, small_network, write_yaml
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from test_options import run
+
+
+def write_photos(folder, sizes, seed=0):
+    """Smooth noise photos ``photo<i>.png`` of the given (h, w) sizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(folder / f'photo{i}.png'),
+                    cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (5, 5), 2))
+    return folder
+
+
+def real_rain_options(tmp_path, photos):
+    """Options of a RealRainModel test run on ``photos`` with a tiny random-weight DSMNet saved under ``tmp_path``."""
+    net = small_network()
+    args = {k: v for k, v in net.items() if k != 'type'}
+    weights = tmp_path / 'weights' / 'net_g.pth'
+    weights.parent.mkdir()
+    torch.save({'params': DSMNet(**args).state_dict()}, weights)
+    return dict(name='real', model_type='RealRainModel', scale=1, num_gpu=0, manual_seed=0,
+                datasets=dict(test_1=dict(name='photos', type='SingleImageDataset', dataroot_lq=str(photos),
+                                          io_backend=dict(type='disk'))),
+                network_g=net, path=dict(pretrain_network_g=str(weights), param_key_g='params', strict_load_g=True),
+                val=dict(save_img=True, suffix=None, metrics=dict(niqe=dict(type='calculate_niqe', crop_border=0))))
+
+
+def test_test_py_derains_a_folder_of_rainy_photos_and_logs_niqe_of_input_and_output(tmp_path):
+    photos = write_photos(tmp_path / 'photos', [(96, 192), (192, 96), (192, 192)])
+    yml = write_yaml(tmp_path / 'real.yml', real_rain_options(tmp_path, photos))
+    proc = run_entry([os.path.join(REPO, 'dsmnet_arch', 'test.py'), '-opt', yml], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    derained = tmp_path / 'results' / 'real' / 'visualization' / 'photos'
+    assert sorted(os.listdir(derained)) == [f'photo{i}_real.png' for i in range(3)]
+    for i in range(3):  # the derained photo keeps the photo's size
+        assert cv2.imread(str(derained / f'photo{i}_real.png')).shape == cv2.imread(str(photos / f'photo{i}.png')).shape
+    log = open(next((tmp_path / 'results' / 'real').glob('test_real_*.log'))).read()
+    scores = dict(re.findall(r'\t # (niqe\w*): (\d+\.\d+)', log))
+    niqe_input = [calculate_niqe(cv2.imread(str(photos / f'photo{i}.png')), 0) for i in range(3)]
+    niqe_output = [calculate_niqe(cv2.imread(str(derained / f'photo{i}_real.png')), 0) for i in range(3)]
+    assert float(scores['niqe_input']) == pytest.approx(np.mean(niqe_input), abs=1e-4)
+    assert float(scores['niqe']) == pytest.approx(np.mean(niqe_output), abs=1e-4)
+    assert niqe_input != pytest.approx(niqe_output, abs=1e-3)  # two different images were scored
+    rows = (tmp_path / 'results' / 'real' / 'visualization' / 'photos_scores.csv').read_text().splitlines()
+    assert rows[0] == 'image,niqe_input,niqe' and [r.split(',')[0] for r in rows[1:]] == ['photo0', 'photo1', 'photo2']
+
+
+def test_a_photo_too_small_for_niqe_or_a_stray_file_is_a_one_line_error_naming_it(tmp_path, monkeypatch, capsys):
+    photos = write_photos(tmp_path / 'photos', [(96, 192), (64, 64)])
+    opt = real_rain_options(tmp_path, photos)
+    with pytest.raises(SystemExit, match='1'):
+        run(basicsr.test, opt, tmp_path, monkeypatch)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f'error: val:metrics:niqe cannot score {photos / "photo1.png"} (64x64): ')
+    assert error.endswith('(NIQE needs at least two 96x96 blocks, e.g. 96x192)')
+
+    (photos / 'photo1.png').unlink()
+    (photos / 'notes.txt').write_text('not a photo')
+    with pytest.raises(SystemExit, match='1'):
+        run(basicsr.test, opt, tmp_path, monkeypatch)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f'error: Option datasets:test_1:dataroot_lq: {photos / "notes.txt"} is not an image file (allowed: '
+        '.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp); move it out of the dataset folder')
+
+
+def load_grid():
+    spec = importlib.util.spec_from_file_location('compare_grid', os.path.join(REPO, 'scripts', 'compare_grid.py'))
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    return grid
+
+
+def flat(value, h, w):
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def test_comparison_sheet_puts_each_photo_beside_its_results(tmp_path, capsys):
+    grid = load_grid()
+    sizes = {'1': (40, 80), '1_2': (80, 80), 'b': (60, 30)}  # '1_2' must not take the result of '1'
+    for folder in ('rainy', 'derain', 'basicsr'):
+        (tmp_path / folder).mkdir()
+    for k, (stem, (h, w)) in enumerate(sizes.items()):
+        cv2.imwrite(str(tmp_path / 'rainy' / f'{stem}.jpg'), flat(10 + k, h, w))
+        cv2.imwrite(str(tmp_path / 'derain' / f'{stem}.png'), flat(100 + k, h, w))  # dsmnet-derain: the same name
+        cv2.imwrite(str(tmp_path / 'basicsr' / f'{stem}_test_x.png'), flat(200 + k, h, w))  # BasicSR: <name>_<run>
+    out = tmp_path / 'sheet' / 'grid.png'
+    assert grid.main(['-o', str(out), '--rainy', str(tmp_path / 'rainy'), '--width', '40',
+                      '--column', f'DSM-Net={tmp_path / "derain"}', '--column', f'BasicSR={tmp_path / "basicsr"}']) == 0
+    sheet = cv2.imread(str(out))
+    heights = [20, 40, 80]  # rows of '1', '1_2', 'b' (sorted) at width 40
+    assert sheet.shape == (grid.LABEL_HEIGHT + sum(h + grid.GAP for h in heights), 3 * 40 + 2 * grid.GAP, 3)
+    top = grid.LABEL_HEIGHT + grid.GAP
+    for k, height in enumerate(heights):
+        for column, base in enumerate((10, 100, 200)):
+            cell = sheet[top:top + height, column * (40 + grid.GAP):column * (40 + grid.GAP) + 40]
+            assert (cell == base + k).all(), (k, column)
+        top += height + grid.GAP
+    assert f'{out}: 128x184, 3 columns' in capsys.readouterr().out
+
+    (tmp_path / 'basicsr' / 'b_test_x.png').unlink()
+    assert grid.main(['-o', str(out), '--rainy', str(tmp_path / 'rainy'), '--column', f'B={tmp_path / "basicsr"}']) == 1
+    assert capsys.readouterr().err.strip() == f'error: B: no result for b in {tmp_path / "basicsr"}'
