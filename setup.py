@@ -14,10 +14,12 @@ setup(
         'torch>=2.0', 'torchvision', 'basicsr==1.4.2', 'numpy', 'opencv-python', 'lmdb', 'pyyaml',
         'tb-nightly', 'scikit-image', 'tqdm'
     ],
+    extras_require={'export': ['onnx', 'onnxruntime']},
     entry_points={'console_scripts': [
         'dsmnet-train=dsmnet_arch.train:main',
         'dsmnet-test=dsmnet_arch.test:main',
         'dsmnet-derain=dsmnet_arch.infer:main',
+        'dsmnet-export=dsmnet_arch.export:main',
     ]},
     license='Apache-2.0',
 )
