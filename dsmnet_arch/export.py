@@ -56,7 +56,8 @@ def to_onnx(model, opset=DEFAULT_OPSET):
     """
     onnx, _ = _onnx_modules()
     multiple = pad_multiple(model)
-    sample = torch.rand(1, model.conv_first.in_channels, 4 * multiple + 1, 6 * multiple + 3)
+    sample = torch.rand(1, model.conv_first.in_channels, 4 * multiple + 1, 6 * multiple + 3,
+                        generator=torch.Generator().manual_seed(0))
     axes = {0: 'batch', 2: 'height', 3: 'width'}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -72,7 +73,7 @@ def to_onnx(model, opset=DEFAULT_OPSET):
 
 def describe(proto, model, weights):
     """Add what a deployment needs to know to ``proto``'s metadata (``metadata_props``) and doc string."""
-    multiple = pad_multiple(model)
+    multiple, channels = pad_multiple(model), model.conv_first.in_channels
     metadata = {
         'dsmnet_pad_multiple': str(multiple),
         'dsmnet_min_side': str(multiple // 2 + 1),
@@ -80,8 +81,8 @@ def describe(proto, model, weights):
         'source_weights': os.path.basename(weights),
         'exported_by': f'dsmnet_arch {__version__}, torch {torch.__version__}',
         'io': json.dumps({
-            'input': 'float32 N x 3 x H x W, RGB in [0, 1]',
-            'output': 'float32 N x 3 x H x W, the derained images (not clamped)'
+            'input': f'float32 N x {channels} x H x W, {"RGB" if channels == 3 else "channels"} in [0, 1]',
+            'output': f'float32 N x {channels} x H x W, the derained images (not clamped)'
         }),
     }
     for key, value in metadata.items():
@@ -92,16 +93,13 @@ def describe(proto, model, weights):
     return proto
 
 
-def check(onnx_bytes, model, size=None, seed=0):
-    """Run ``onnx_bytes`` with onnxruntime (CPU) and ``model`` with PyTorch on one random image.
-
-    The image is ``size`` = (height, width), by default odd sides that DSMNet pads. Returns
-    ``(max_abs_diff, (height, width))``.
-    """
+def check(onnx_bytes, model):
+    """Run ``onnx_bytes`` with onnxruntime (CPU) and ``model`` with PyTorch on one random image whose
+    odd sides DSMNet pads; returns ``(max_abs_diff, (height, width))``."""
     _, onnxruntime = _onnx_modules()
     multiple = pad_multiple(model)
-    height, width = size or (5 * multiple + 1, 7 * multiple + 3)
-    x = torch.rand(1, model.conv_first.in_channels, height, width, generator=torch.Generator().manual_seed(seed))
+    height, width = 5 * multiple + 1, 7 * multiple + 3
+    x = torch.rand(1, model.conv_first.in_channels, height, width, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = model(x).numpy()
     session = onnxruntime.InferenceSession(onnx_bytes, providers=['CPUExecutionProvider'])
@@ -168,7 +166,7 @@ def export(weights, onnx_path, opt=None, opset=DEFAULT_OPSET, verify=True):
         lines.append(f'Checked with onnxruntime on a {height} x {width} image: max |ONNX - PyTorch| = {diff:.2g}')
     write_atomic(onnx_path, data)
     lines.append(f'Wrote {onnx_path} ({len(data) / 2**20:.1f} MiB): input "input", output "output", float32 '
-                 f'N x 3 x H x W in [0, 1], any N, H, W >= {pad_multiple(model) // 2 + 1}')
+                 f'N x {model.conv_first.in_channels} x H x W in [0, 1], any N, H, W >= {pad_multiple(model) // 2 + 1}')
     return lines
 
 
