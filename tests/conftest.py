@@ -1,5 +1,6 @@
 """Shared fixtures: small generated paired data and BasicSR options for end-to-end runs."""
 import copy
+import importlib.util
 import os
 import subprocess
 import sys
@@ -96,6 +97,14 @@ def write_yaml(path, opt):
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     return str(path)
+
+
+def load_script(name):
+    """Import ``scripts/<name>.py`` as a module (the scripts are not a package), to call its functions."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_entry(args, cwd, env=None, timeout=600):

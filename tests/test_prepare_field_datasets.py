@@ -3,25 +3,16 @@
 The images are flat grey levels that name the pair and the side (see test_prepare_rain_datasets.py), and
 every prepared tree is read back through BasicSR's own PairedImageDataset.
 """
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import load_script
 from dsmnet_arch import preparation as rd
 from test_prepare_rain_datasets import assert_levels, clean, flat, rainy, read, save
 
 RAIN13K_SETS = ('Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200')
-
-
-def load_cli():
-    script = os.path.join(REPO, 'scripts', 'prepare_rain_datasets.py')
-    spec = importlib.util.spec_from_file_location('prepare_cli', script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
 
 
 def save_pair(folder, name, i, target_name=None):
@@ -84,7 +75,7 @@ def test_rain13k_half_present_or_wrongly_paired_download_is_a_one_line_error(tmp
 
     save(src / 'test' / 'Test1200' / 'input' / '1.png', flat(rainy(1)))  # no target
     save(src / 'test' / 'Test1200' / 'target' / '2.png', flat(clean(2)))  # no input
-    cli = load_cli()
+    cli = load_script('prepare_rain_datasets')
     assert cli.main(['--dataset', 'Rain13K', '--src', str(src), '--dst', str(tmp_path / 'out')]) == 1
     captured = capsys.readouterr()
     error = captured.err.strip().splitlines()[-1]

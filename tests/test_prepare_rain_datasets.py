@@ -4,7 +4,6 @@ Every generated image is flat, with a grey level that says which pair and which 
 (rainy = 150 + 5 i, clean = 20 + 5 i), so reading the result through BasicSR's own
 PairedImageDataset shows that the right image landed on the right side under the right name.
 """
-import importlib.util
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-from conftest import REPO
+from conftest import load_script
 from dsmnet_arch import preparation as rd
 from dsmnet_arch.preparation import inspection, writing
 
@@ -273,10 +272,7 @@ def test_lmdb_map_size_holds_incompressible_images_that_basicsr_guess_does_not(t
 
 
 def test_cli_prints_the_report_and_fails_with_one_line_naming_the_file(tmp_path, capsys):
-    script = os.path.join(REPO, 'scripts', 'prepare_rain_datasets.py')
-    spec = importlib.util.spec_from_file_location('prepare_cli', script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script('prepare_rain_datasets')
     src = make_rain100(tmp_path / 'src')
     dst = tmp_path / 'out'
     assert cli.main(['--dataset', 'Rain100H', '--src-test', str(src / 'Rain100H'), '--dst', str(dst), '--lmdb']) == 0

@@ -3,7 +3,6 @@
 NIQE needs at least two 96 x 96 blocks, so the photos here are 96 x 192 (smooth noise, on which
 BasicSR's NIQE is finite); the network is a tiny random-weight DSMNet.
 """
-import importlib.util
 import os
 import re
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from basicsr.metrics import calculate_niqe
 
-from conftest import REPO, run_entry, small_network, write_yaml
+from conftest import REPO, load_script, run_entry, small_network, write_yaml
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from test_options import run
 
@@ -82,19 +81,12 @@ def test_a_photo_too_small_for_niqe_or_a_stray_file_is_a_one_line_error_naming_i
         '.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp); move it out of the dataset folder')
 
 
-def load_grid():
-    spec = importlib.util.spec_from_file_location('compare_grid', os.path.join(REPO, 'scripts', 'compare_grid.py'))
-    grid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grid)
-    return grid
-
-
 def flat(value, h, w):
     return np.full((h, w, 3), value, np.uint8)
 
 
 def test_comparison_sheet_puts_each_photo_beside_its_results(tmp_path, capsys):
-    grid = load_grid()
+    grid = load_script('compare_grid')
     sizes = {'1': (40, 80), '1_2': (80, 80), 'b': (60, 30)}  # '1_2' must not take the result of '1'
     for folder in ('rainy', 'derain', 'basicsr'):
         (tmp_path / folder).mkdir()
