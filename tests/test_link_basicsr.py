@@ -103,6 +103,8 @@ def test_link_is_idempotent_and_undo_restores_the_clone_byte_for_byte(tmp_path, 
     stub = clone / 'basicsr' / 'archs' / STUB_NAME
     assert stub.read_text() == STUB
     assert f'left {clone / "options" / "train_DSMNet_demo.yml"} alone' in out
+    # without PYTHONPATH="./:${PYTHONPATH}" the clone's scripts would import the installed basicsr: said so
+    assert f'imports basicsr from {os.path.join(os.path.dirname(basicsr.__file__), "__init__.py")}, not from' in out
     linked = {name for name, entry in snapshot(clone).items() if entry[0] == 'link'}
     ours = {os.path.join('options', s.name) for s in our_options()}
     assert 'options/train_DSMNet_Rain100H.yml' in ours and linked == ours - {'options/train_DSMNet_demo.yml'}
