@@ -251,7 +251,7 @@ def main(argv=None):
     if seen is None or Path(seen).resolve() != clone / 'basicsr' / '__init__.py':
         print(f'note: here `python basicsr/train.py` imports basicsr from {seen}, not from the clone: run the '
               'scripts as BasicSR\'s docs/TrainTest.md does, with PYTHONPATH="./:${PYTHONPATH}" (or install the '
-              'clone with pip install -e)')
+              'clone in development mode)')
     print(f'Train and test from {clone}:\n'
           '  PYTHONPATH="./:${PYTHONPATH}" python basicsr/train.py -opt options/train_DSMNet_Rain100H.yml\n'
           '  PYTHONPATH="./:${PYTHONPATH}" python basicsr/test.py -opt options/test_DSMNet_Rain100H.yml\n'
