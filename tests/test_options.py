@@ -115,7 +115,7 @@ def test_training_file_has_the_paper_settings(path):
     assert opt['train']['optim_g'] == {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.999]}
     assert opt['train']['pixel_opt'] == {'type': 'MSESSIMLoss', 'loss_weight': 1.0, 'ssim_weight': 0.2}
     # epochs -> iterations, as the file's comment says: pairs x ratio / batch x epochs
-    pairs, ratio, epochs = LAYOUTS[name].paper_pairs['train'], train_set['dataset_enlarge_ratio'], EPOCHS[name]
+    pairs, ratio, epochs = LAYOUTS[name].paper_pairs.get('train'), train_set['dataset_enlarge_ratio'], EPOCHS[name]
     total = opt['train']['total_iter']
     text = open(path).read()
     if epochs is None:
