@@ -10,9 +10,10 @@ are. Plain BasicSR loads these files as before: it reads only the ``param_key`` 
 """
 import inspect
 import os
-import tempfile
 
 import torch
+
+from dsmnet_arch.utils import atomic_write
 
 #: Key of the network's type and constructor arguments in a checkpoint, beside ``params``.
 ARCH_KEY = 'arch'
@@ -79,20 +80,6 @@ def arch_from_checkpoint(checkpoint, path):
 
 
 def atomic_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A process killed during the save leaves the previous file (or none), never a truncated one.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    """``torch.save`` that leaves the previous file (or none), never a truncated one, when killed
+    on the way (:func:`dsmnet_arch.utils.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 
@@ -23,6 +22,7 @@ import torch
 
 from dsmnet_arch import __version__
 from dsmnet_arch.infer import build_model
+from dsmnet_arch.utils import atomic_write
 
 #: ONNX opset of the export; 13 is the first with all the operators DSMNet needs (Unflatten, in the
 #: subspace attention), 20 the last the TorchScript-based exporter writes.
@@ -107,25 +107,6 @@ def check(onnx_bytes, model):
     return float(np.abs(got - expected).max()), (height, width)
 
 
-def write_atomic(path, data):
-    """Write ``data`` (bytes) to a temporary file beside ``path``, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file opened for writing, not mkstemp's 0600
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-
-
 def _same_file(a, b):
     both = os.path.exists(a) and os.path.exists(b)
     return os.path.abspath(a) == os.path.abspath(b) or (both and os.path.samefile(a, b))
@@ -164,7 +145,8 @@ def export(weights, onnx_path, opt=None, opset=DEFAULT_OPSET, verify=True):
             raise ValueError(f'Not writing {onnx_path}: onnxruntime\'s output differs from PyTorch\'s by {diff:.3g} '
                              f'(> {TOLERANCE:g}) on a {height} x {width} image')
         lines.append(f'Checked with onnxruntime on a {height} x {width} image: max |ONNX - PyTorch| = {diff:.2g}')
-    write_atomic(onnx_path, data)
+    os.makedirs(os.path.dirname(os.path.abspath(onnx_path)), exist_ok=True)
+    atomic_write(onnx_path, lambda f: f.write(data))
     lines.append(f'Wrote {onnx_path} ({len(data) / 2**20:.1f} MiB): input "input", output "output", float32 '
                  f'N x {model.conv_first.in_channels} x H x W in [0, 1], any N, H, W >= {pad_multiple(model) // 2 + 1}')
     return lines

@@ -3,6 +3,7 @@ import ctypes
 import importlib
 import os
 import pkgutil
+import tempfile
 
 #: File name endings of the images this package reads (all OpenCV decodes), lower case.
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -16,6 +17,31 @@ def import_modules(package_name, package_path, suffix):
     """
     names = sorted(m.name for m in pkgutil.iter_modules(package_path) if m.name.endswith(suffix))
     return [importlib.import_module(f'{package_name}.{name}') for name in names]
+
+
+def atomic_write(path, write):
+    """Create or replace the file ``path`` with what ``write(f)`` writes to a binary file object ``f``.
+
+    It writes a temporary file beside ``path``, syncs it and renames it over ``path``: a process killed
+    on the way leaves the previous file (or none), never a truncated one. The file gets the
+    permissions of a plainly created one (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        with open(tmp_path, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
