@@ -8,14 +8,14 @@ VENV="${DSMNET_VENV:-$ROOT/.venv}"
 
 pick_python() {
     local candidate
-    for candidate in "${PYTHON:-}" python3.11 python3.12 python3.10 python3; do
+    for candidate in "${PYTHON:-}" python3.11 python3.12 python3; do
         [ -n "$candidate" ] || continue
         command -v "$candidate" >/dev/null 2>&1 || continue
-        if "$candidate" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))'; then
+        if "$candidate" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 12)))'; then
             echo "$candidate"; return 0
         fi
     done
-    echo "setup_env: need Python 3.10-3.12 (the pinned torch 2.14 has no 3.9 build; basicsr 1.4.2 breaks on 3.13); set PYTHON=..." >&2
+    echo "setup_env: need Python 3.11 or 3.12 (the pinned numpy 2.4 and onnxruntime 1.32 have no 3.10 wheels; basicsr 1.4.2 breaks on 3.13); set PYTHON=..." >&2
     return 1
 }
 
