@@ -1,51 +1,57 @@
-"""bf16 mixed precision (train: bf16: true) on the CPU: the steps train, and stay close to fp32."""
+"""Mixed precision (train: amp) on the CPU: bf16 steps train and stay close to fp32; fp16's options,
+errors, gradient scaler, non-finite guard and training state (the fp16 runs themselves: tests/test_cuda.py)."""
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet, MSESSIMLoss, DerainModel)
 from basicsr.models import build_model
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.models.derain_model import amp_mode
 
 from test_mse_ssim_loss import rainy_pair
 
 NETWORK = dict(type='DSMNet', num_feat=8, num_levels=2, num_subspaces=4)
 
 
-def derain_model(bf16):
-    opt = dict(
-        name='bf16', model_type='DerainModel', scale=1, num_gpu=0, is_train=True, dist=False,
-        network_g=dict(NETWORK), path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
-        train=dict(optim_g=dict(type='Adam', lr=5e-3, betas=[0.9, 0.999]),
-                   scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5),
-                   pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2), bf16=bf16))
+def derain_model(num_gpu=0, training_states=None, network=NETWORK, **train_options):
+    """A DerainModel with a small DSMNet (``network``) and Adam, built as BasicSR's trainer builds it."""
+    train = dict(optim_g=dict(type='Adam', lr=5e-3, betas=[0.9, 0.999]),
+                 scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5),
+                 pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2), **train_options)
+    opt = dict(name='amp', model_type='DerainModel', scale=1, num_gpu=num_gpu, is_train=True, dist=False,
+               network_g=dict(network), train=train,
+               path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None,
+                         training_states=training_states))
     torch.manual_seed(0)
     return build_model(opt)
 
 
-def batch():
+def batch(device='cpu'):
     rainy, clean = rainy_pair(size=32)
-    return {'lq': torch.cat([rainy, rainy.flip(-1)]), 'gt': torch.cat([clean, clean.flip(-1)])}
+    return {'lq': torch.cat([rainy, rainy.flip(-1)]).to(device), 'gt': torch.cat([clean, clean.flip(-1)]).to(device)}
 
 
 def test_bf16_training_steps_lower_the_loss_and_follow_fp32():
-    models = {bf16: derain_model(bf16) for bf16 in (False, True)}
-    assert models[True].use_bf16 and not models[False].use_bf16
-    models[True].net_g.load_state_dict(models[False].net_g.state_dict())  # same start
+    models = {amp: derain_model(amp=amp) for amp in (False, 'bf16')}
+    assert models['bf16'].amp == 'bf16' and models[False].amp is None
+    assert models['bf16'].scaler is None  # bf16 has fp32's exponent range: no loss scaling
+    models['bf16'].net_g.load_state_dict(models[False].net_g.state_dict())  # same start
     data = batch()
     losses = {}
-    for bf16, model in models.items():
+    for amp, model in models.items():
         model.feed_data(copy.deepcopy(data))
-        losses[bf16] = []
+        losses[amp] = []
         for it in range(1, 9):
             model.optimize_parameters(it)
-            losses[bf16].append(model.log_dict['l_pix'])
-    assert all(np.isfinite(losses[True]))
-    assert losses[True][-1] < 0.9 * losses[True][0], losses[True]
+            losses[amp].append(model.log_dict['l_pix'])
+    assert all(np.isfinite(losses['bf16']))
+    assert losses['bf16'][-1] < 0.9 * losses['bf16'][0], losses['bf16']
     # the fp32 trajectory within bf16's rounding: 8 Adam steps from the same weights on the same batch
-    assert np.allclose(losses[True], losses[False], rtol=0.03), (losses[True], losses[False])
-    assert all(p.dtype == torch.float32 for p in models[True].net_g.parameters())  # fp32 master weights
+    assert np.allclose(losses['bf16'], losses[False], rtol=0.03), (losses['bf16'], losses[False])
+    assert all(p.dtype == torch.float32 for p in models['bf16'].net_g.parameters())  # fp32 master weights
 
 
 def test_bf16_forward_is_close_to_fp32():
@@ -61,3 +67,66 @@ def test_bf16_forward_is_close_to_fp32():
     # mean 4e-4, max 2e-3, against a rain layer R = x - out of mean magnitude 0.06
     assert diff.mean() < 2e-3 and diff.max() < 1e-2, (diff.mean().item(), diff.max().item())
     assert diff.mean() < 0.05 * (x - reference).abs().mean()
+
+
+@pytest.mark.parametrize('train_opt,device,expected', [
+    ({}, 'cpu', None), ({'amp': False}, 'cpu', None), ({'amp': 'bf16'}, 'cpu', 'bf16'),
+    ({'bf16': True}, 'cpu', 'bf16'), ({'bf16': True, 'amp': 'bf16'}, 'cpu', 'bf16'), ({'bf16': False}, 'cpu', None),
+    ({'amp': 'fp16'}, 'cuda', 'fp16'),
+    ({'amp': 'fp16'}, 'cpu', 'train:amp: fp16 needs a CUDA GPU'), ({'amp': 'float16'}, 'cpu', 'must be one of'),
+    ({'amp': True}, 'cpu', 'must be one of'), ({'bf16': True, 'amp': 'fp16'}, 'cuda', 'contradicts'),
+])
+def test_amp_option(train_opt, device, expected):
+    """amp: bf16|fp16|false, and the older bf16: true; fp16 off a CUDA GPU is a one-line error."""
+    if expected in (None, 'bf16', 'fp16'):
+        assert amp_mode(train_opt, torch.device(device)) == expected
+    else:
+        with pytest.raises(ValueError, match=expected) as err:
+            amp_mode(train_opt, torch.device(device))
+        assert '\n' not in str(err.value)
+
+
+def test_fp16_on_the_cpu_is_refused_naming_the_option():
+    with pytest.raises(ValueError, match=r'^train:amp: fp16 needs a CUDA GPU .* use amp: bf16 or false there$'):
+        derain_model(amp='fp16')
+
+
+def test_scaler_overflow_skips_the_step_without_stopping_and_its_state_resumes(tmp_path):
+    """The fp16 code path on the CPU: a gradient scaler on an fp32 model (fp16 autocast needs a GPU).
+
+    An overflow in the scaled gradients (here: injected into one gradient) is the scaler's business: the
+    step is skipped and the scale halved, the non-finite-loss guard stays silent. The scale goes into
+    the training state and comes back on resume; states without it still resume.
+    """
+    model = derain_model(training_states=str(tmp_path), nonfinite_loss='stop')
+    model.scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert model.log_dict['grad_scale'] == 1024.0
+    before = copy.deepcopy(model.net_g.state_dict())
+    handle = model.net_g.conv_first.weight.register_hook(lambda grad: torch.full_like(grad, float('inf')))
+    model.optimize_parameters(2)  # overflow: no exception, no step
+    handle.remove()
+    assert np.isfinite(model.log_dict['l_pix']) and model.log_dict['grad_scale'] == 512.0
+    params = dict(model.net_g.named_parameters())
+    assert all(torch.equal(params[k], before[k]) for k in params)
+    model.optimize_parameters(3)
+    assert not torch.equal(model.net_g.conv_first.weight, before['conv_first.weight'])
+    model.save_training_state(epoch=0, current_iter=3)
+    state = torch.load(tmp_path / '3.state', weights_only=True)
+    assert state['scaler']['scale'] == 512.0
+
+    resumed = derain_model()
+    resumed.scaler = torch.amp.GradScaler('cpu')
+    resumed.resume_training(state)
+    assert resumed.scaler.get_scale() == 512.0
+    saved_adam, resumed_adam = state['optimizers'][0]['state'], resumed.optimizer_g.state_dict()['state']
+    assert all(torch.equal(saved_adam[i]['exp_avg'], resumed_adam[i]['exp_avg']) for i in saved_adam)
+    assert all(s['step'].device.type == 'cpu' for s in resumed_adam.values())
+
+    old = {k: v for k, v in state.items() if k != 'scaler'}  # a state from before the scaler, or without fp16
+    fresh = derain_model()
+    fresh.scaler = torch.amp.GradScaler('cpu')
+    fresh.resume_training(old)
+    assert fresh.scaler.get_scale() == 65536.0
+    derain_model().resume_training(state)  # without fp16 the scaler's state is ignored

@@ -11,6 +11,32 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
 
 NONFINITE_CHOICES = ('stop', 'skip')
+#: ``train:amp`` values and the autocast dtype of each; ``false`` (the default) trains in fp32.
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def amp_mode(train_opt, device):
+    """The mixed precision that ``train_opt`` asks for on ``device``: ``None`` (fp32), ``'bf16'`` or ``'fp16'``.
+
+    Reads ``amp`` and its older spelling ``bf16: true`` (the same as ``amp: bf16``). Raises a one-line
+    ``ValueError`` naming the option for an unknown value, for contradicting ``amp`` and ``bf16``, for fp16
+    on a device other than a CUDA GPU and for bf16 on a GPU without bfloat16 arithmetic.
+    """
+    amp = train_opt.get('amp', False)
+    if amp not in (False, None, *AMP_DTYPES):
+        raise ValueError(f'train:amp must be one of bf16, fp16 or false, got {amp!r}')
+    amp = amp or None
+    if train_opt.get('bf16', False):
+        if amp not in (None, 'bf16'):
+            raise ValueError(f'train:bf16: true contradicts train:amp: {amp}; keep train:amp alone')
+        amp = 'bf16'
+    if amp == 'fp16' and device.type != 'cuda':
+        raise ValueError(f'train:amp: fp16 needs a CUDA GPU (float16 autocast with a gradient scaler), the model '
+                         f'runs on {device.type}: use amp: bf16 or false there')
+    if amp == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ValueError(f'train:amp: bf16: {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic; '
+                         'use amp: fp16 (with a gradient scaler) or false')
+    return amp
 
 
 @MODEL_REGISTRY.register()
@@ -22,8 +48,14 @@ class DerainModel(SRModel):
             with an error naming the iteration and each loss term; ``skip`` drops the batch
             (no optimizer step) and goes on. The decision is shared by all processes in a
             distributed run, so no process waits for another forever.
-        bf16 (bool): run forward and loss under ``torch.autocast`` in bfloat16 (GPUs with bf16,
-            and CPUs). Weights, optimizer and loss reduction stay fp32. Default: False.
+        amp (str | bool): mixed precision: the network's forward pass under ``torch.autocast`` in
+            ``bf16`` (CPUs and GPUs with bfloat16 arithmetic: Ampere and later) or ``fp16`` (CUDA GPUs
+            only, for those without bf16 such as V100, T4, RTX 20xx), or ``false`` (default: fp32).
+            Weights, optimizer and loss stay fp32. fp16 scales the loss with a gradient scaler
+            (``torch.amp.GradScaler``): a step whose scaled gradients overflow is skipped and the scale
+            lowered, which is the scaler's normal business, not a non-finite loss; the scale is logged as
+            ``grad_scale`` and kept in the training state. ``bf16: true`` is the older spelling of
+            ``amp: bf16`` and still works.
 
     Checkpoints (``models/*.pth``) and training states (``training_states/*.state``) are written
     atomically; a checkpoint also records the network's arguments (``dsmnet_arch.checkpoint``) and a
@@ -37,14 +69,18 @@ class DerainModel(SRModel):
         if self.nonfinite_loss not in NONFINITE_CHOICES:
             raise ValueError(f'train:nonfinite_loss must be one of {NONFINITE_CHOICES}, '
                              f'got {self.nonfinite_loss!r}')
-        self.use_bf16 = bool(train_opt.get('bf16', False))
+        self.amp = amp_mode(train_opt, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == 'fp16' else None
         super().init_training_settings()
+        if self.amp:
+            get_root_logger().info(f'Mixed precision: autocast {self.amp}'
+                                   + (' with a gradient scaler' if self.scaler else ''))
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
         if self.nonfinite_loss == 'skip':  # a skipped batch must not leave its BatchNorm statistics behind
             buffers = [b.clone() for b in self.net_g.buffers()]
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+        with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp is not None):
             self.output = self.net_g(self.lq)
         output = self.output.float()
 
@@ -60,8 +96,13 @@ class DerainModel(SRModel):
         l_total = sum(loss_dict.values())
 
         if self._loss_is_finite(l_total):
-            l_total.backward()
-            self.optimizer_g.step()
+            if self.scaler is None:
+                l_total.backward()
+                self.optimizer_g.step()
+            else:  # skips the step (and lowers the scale) when the scaled gradients overflowed
+                self.scaler.scale(l_total).backward()
+                self.scaler.step(self.optimizer_g)
+                self.scaler.update()
             if self.ema_decay > 0:
                 self.model_ema(decay=self.ema_decay)
         else:
@@ -75,6 +116,8 @@ class DerainModel(SRModel):
             for live, saved in zip(self.net_g.buffers(), buffers):
                 live.copy_(saved)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.scaler is not None:
+            self.log_dict['grad_scale'] = self.scaler.get_scale()
 
     def _loss_is_finite(self, loss):
         """True when the loss is finite in every process (one all-reduce in distributed runs)."""
@@ -114,10 +157,38 @@ class DerainModel(SRModel):
                 for dataset, records in getattr(self, 'best_metric_results', {}).items()
             },
         }
+        if self.scaler is not None:
+            state['scaler'] = self.scaler.state_dict()  # plain numbers
         atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
+        """Optimizer, scheduler, best-metric record and gradient scaler from a training state.
+
+        States saved on another device resume here: the optimizer states are handed over from the CPU,
+        so ``load_state_dict`` puts each tensor where a fresh optimizer keeps it (Adam's ``step``
+        counters on the CPU, unless capturable or fused), whatever device the state was loaded onto.
+        States without a scaler (saved without fp16, or by older versions) start the scaler afresh.
+        """
+        resume_state = dict(resume_state, optimizers=[_to_cpu(o) for o in resume_state['optimizers']])
         super().resume_training(resume_state)
         best = resume_state.get('best_metric_results')
         if best:
             self.best_metric_results = {name: dict(metrics) for name, metrics in best.items()}
+        scaler_state = resume_state.get('scaler')
+        if self.scaler is not None and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
+        elif self.scaler is not None:
+            get_root_logger().info('The training state holds no gradient scaler state: the scaler starts afresh.')
+        elif scaler_state:
+            get_root_logger().info(f'Gradient scaler state ignored: train:amp is {self.amp or "false"}, not fp16.')
+
+
+def _to_cpu(obj):
+    """``obj`` (nested dicts and lists of tensors) with every tensor on the CPU."""
+    if torch.is_tensor(obj):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
