@@ -28,6 +28,7 @@ from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.options import ordered_yaml
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
 from dsmnet_arch.checkpoint import arch_from_checkpoint, load_checkpoint, state_dict_from_checkpoint
+from dsmnet_arch.models.derain_model import COMPILE_DEFAULTS
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 from dsmnet_arch.tiling import DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, count_tiles, free_memory, \
     tiled_forward
@@ -237,11 +238,14 @@ class Deraining:
         overlap (int): least overlap of neighbouring tiles.
         batch_size (int): tiles per forward pass.
         multiple (int): the model pads its input to a multiple of this (see :func:`tiled_forward`).
+        compile (bool): run the forward passes through ``torch.compile`` (static shapes: the first pass of
+            each new input shape compiles). The memory probe of ``'auto'`` runs the model eagerly.
     """
 
     def __init__(self, model, device, precision='fp32', tile='auto', overlap=DEFAULT_OVERLAP, batch_size=1,
-                 multiple=1):
+                 multiple=1, compile=False):
         self.model = model.to(device)
+        self.forward = torch.compile(self.model, **COMPILE_DEFAULTS) if compile else self.model
         self.device = device
         self.autocast = precision_context(device, precision)
         self.tile, self.overlap, self.batch_size, self.multiple = tile, overlap, batch_size, multiple
@@ -266,7 +270,7 @@ class Deraining:
             bar.reset(total=count_tiles(height, width, tile, self.overlap, self.multiple))
         tensor = img2tensor(bgr, bgr2rgb=True, float32=True)[None]
         with self.autocast:
-            out = tiled_forward(self.model, tensor, tile, self.overlap, self.batch_size, self.multiple, self.device,
+            out = tiled_forward(self.forward, tensor, tile, self.overlap, self.batch_size, self.multiple, self.device,
                                 bar.update if bar is not None else None)
         return tensor2img(out, rgb2bgr=True, out_type=np.float32)
 
@@ -345,6 +349,9 @@ def parse_args(argv=None):
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
     parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
                         help='fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the network: the first image (or tile) of each size compiles, which '
+                        'pays off only for many of one size on a GPU (docs/benchmarks.md)')
     parser.add_argument('--compare', action='store_true', help='also write input | derained to OUTDIR/compare/')
     args = parser.parse_args(argv)
     if args.tile_overlap is not None and args.tile_overlap < 0:
@@ -365,7 +372,7 @@ def main(argv=None):
         model = build_model(args.weights, args.opt)
         multiple = 2**(model.num_levels - 1)  # DSMNet pads to this; tiles shrink by up to multiple - 1 to match
         overlap = tile_overlap(args.tile, args.tile_overlap, multiple)
-        derain = Deraining(model, device, args.precision, args.tile, overlap, batch, multiple)
+        derain = Deraining(model, device, args.precision, args.tile, overlap, batch, multiple, args.compile)
     except (ValueError, FileNotFoundError, MemoryError) as err:
         print(f'dsmnet-derain: error: {err}', file=sys.stderr)
         return 2

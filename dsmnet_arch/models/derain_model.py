@@ -1,4 +1,5 @@
 """BasicSR model for single-image deraining with DSM-Net."""
+import inspect
 from collections import OrderedDict
 from os import path as osp
 
@@ -39,6 +40,27 @@ def amp_mode(train_opt, device):
     return amp
 
 
+#: ``torch.compile`` arguments that ``train:compile`` and ``dsmnet-derain --compile`` start from. Static
+#: shapes: with symbolic ones (``dynamic`` true, or PyTorch's automatic choice after a shape change)
+#: torch 2.14 fails on DSMNet's padding arithmetic (``TensorReferenceAnalysis`` has no ``python_mod``).
+#: Training batches all have one shape; each new inference shape compiles once more.
+COMPILE_DEFAULTS = {'dynamic': False}
+
+
+def compile_kwargs(value):
+    """Keyword arguments of ``torch.compile`` for ``train:compile``: ``true`` (:data:`COMPILE_DEFAULTS`) or
+    a mapping of its arguments (``mode``, ``backend``, ``dynamic``, ``fullgraph``, ``options``, ...) that
+    update them."""
+    if value is True:
+        return dict(COMPILE_DEFAULTS)
+    known = set(inspect.signature(torch.compile).parameters) - {'model'}
+    if not isinstance(value, dict) or not set(value) <= known:
+        unknown = ', '.join(sorted(set(value) - known)) if isinstance(value, dict) else repr(value)
+        raise ValueError(f'train:compile must be true, false or a mapping of torch.compile arguments '
+                         f'({", ".join(sorted(known))}); got {unknown}')
+    return {**COMPILE_DEFAULTS, **value}
+
+
 @MODEL_REGISTRY.register()
 class DerainModel(SRModel):
     """BasicSR's SRModel (scale 1) with what long deraining runs need.
@@ -56,6 +78,9 @@ class DerainModel(SRModel):
             lowered, which is the scaler's normal business, not a non-finite loss; the scale is logged as
             ``grad_scale`` and kept in the training state. ``bf16: true`` is the older spelling of
             ``amp: bf16`` and still works.
+        compile (bool | dict): ``torch.compile`` the network for training: ``true`` or a mapping of
+            ``torch.compile`` arguments (e.g. ``{mode: max-autotune}``). Default: False. Validation and
+            the saved weights use the network itself, so checkpoints keep their plain keys.
 
     Checkpoints (``models/*.pth``) and training states (``training_states/*.state``) are written
     atomically; a checkpoint also records the network's arguments (``dsmnet_arch.checkpoint``) and a
@@ -71,10 +96,24 @@ class DerainModel(SRModel):
                              f'got {self.nonfinite_loss!r}')
         self.amp = amp_mode(train_opt, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == 'fp16' else None
+        compile_opt = train_opt.get('compile', False)
+        compile_args = compile_kwargs(compile_opt) if compile_opt else None
         super().init_training_settings()
+        logger = get_root_logger()
         if self.amp:
-            get_root_logger().info(f'Mixed precision: autocast {self.amp}'
-                                   + (' with a gradient scaler' if self.scaler else ''))
+            logger.info(f'Mixed precision: autocast {self.amp}' + (' with a gradient scaler' if self.scaler else ''))
+        if compile_args is not None:  # after the optimizer is built on the network's own parameters
+            logger.info(f'torch.compile of the network for training ({compile_args}): the first iterations '
+                        'compile it')
+            self.net_g = torch.compile(self.net_g, **compile_args)
+
+    def get_bare_model(self, net):
+        """The network inside the wrappers of ``torch.compile`` (``_orig_mod``), DDP and DataParallel.
+
+        Saving, loading, EMA and validation go through this, so checkpoints of a compiled run have the
+        keys of the network itself and validation runs it eagerly.
+        """
+        return super().get_bare_model(getattr(net, '_orig_mod', net))
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
