@@ -303,8 +303,9 @@ def make_options(exp, out, args, cuda):
     """Train and test options of ``exp``: the shipped ones with its data, network, batch and iterations.
 
     The iterations keep the paper's epochs for the pairs actually prepared (the shipped total_iter
-    assumes the paper's count), times --scale; milestones and the validation, checkpoint and log
-    frequencies follow. --override comes next; the experiment's own network arguments last.
+    assumes the paper's count), times --scale; milestones and the validation and checkpoint
+    frequencies follow, the log frequency follows --scale. --override comes next; the
+    experiment's own network arguments last.
     """
     train = load_yaml(REPO / 'options' / f'train_DSMNet_{exp.dataset}.yml')
     test = load_yaml(REPO / 'options' / f'test_DSMNet_{exp.dataset}.yml')
@@ -322,9 +323,9 @@ def make_options(exp, out, args, cuda):
     schedule = train['train']
     schedule['total_iter'] = _scaled(schedule['total_iter'], factor)
     schedule['scheduler']['milestones'] = [_scaled(m, factor) for m in schedule['scheduler']['milestones']]
-    train['val']['val_freq'] = _scaled(train['val']['val_freq'], factor)
-    for key in ('save_checkpoint_freq', 'print_freq'):
-        train['logger'][key] = _scaled(train['logger'][key], factor)
+    train['val']['val_freq'] = _scaled(train['val']['val_freq'], factor)  # every so many epochs, as shipped
+    train['logger']['save_checkpoint_freq'] = _scaled(train['logger']['save_checkpoint_freq'], factor)
+    train['logger']['print_freq'] = _scaled(train['logger']['print_freq'], args.scale)
     test['path']['pretrain_network_g'] = str(out / 'experiments' / exp.name / 'models' / 'net_g_latest.pth')
 
     for keys, value in args.override:
@@ -796,6 +797,9 @@ def dry_run(experiments, out, args, cuda_ids):
     """Print every step with its command, iterations and timed estimate, and the total."""
     import torch
 
+    from dsmnet_arch.utils import keep_freed_memory
+
+    keep_freed_memory()  # as the training and test programs do: on a CPU it changes the step time a lot
     device = torch.device('cuda' if cuda_ids else 'cpu')
     where = torch.cuda.get_device_name(0) if cuda_ids else f'the CPU (torch threads: {torch.get_num_threads()})'
     data = Path(args.data).resolve()

@@ -72,13 +72,13 @@ def save(path, img):
 
 def make_downloads(root):
     """``root/<dataset>/`` as each release is laid out (docs/datasets.md), a few pairs per split."""
-    for dataset, train in (('Rain100L', 'RainTrainL'), ('Rain100H', 'RainTrainH')):
+    for dataset, train, seed in (('Rain100L', 'RainTrainL', 0), ('Rain100H', 'RainTrainH', 100)):
         for i in (1, 2, 3):
-            clean, rainy = pair(i)
+            clean, rainy = pair(seed + i)
             save(root / dataset / train / f'rain-{i}.png', rainy)
             save(root / dataset / train / f'norain-{i}.png', clean)
         for i in (1, 2):
-            clean, rainy = pair(10 + i)
+            clean, rainy = pair(seed + 10 + i)
             save(root / dataset / dataset / 'rainy' / f'rain-{i:03d}.png', rainy)
             save(root / dataset / dataset / f'norain-{i:03d}.png', clean)
     for split, seeds in (('training', (20, 21)), ('test_syn', (22, 23))):
@@ -214,6 +214,7 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
     assert rows[('4', 'n = 8')]['experiment'] == rows[('5', 'M5')]['experiment'] == 'DSMNet_Rain100L'
     assert rows[('3', 'CA+SA')]['y'] == rows[('2', 'Rain100L')]['y']  # one run, not four
     assert rows[('5', 'M1')]['paper'] == {'psnr': 36.15, 'ssim': 0.9757}
+    assert rows[('2', 'Rain100L')]['total_iter'] == 4  # the paper's epochs for 3 pairs: 125,000 x 3 / 200, x 0.002
     rainy = report['colour_space']['rainy_input']
     assert sorted(rainy) == ['Rain100H', 'Rain100L', 'Rain1400', 'Rain800']
     assert rainy['Rain1400']['images'] == 2 and report['colour_space']['matches'] is None  # not the paper's images
