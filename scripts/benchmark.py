@@ -1,19 +1,24 @@
 """Speed and memory of DSM-Net against the machine's own limit, as a markdown table and JSON.
 
-    python scripts/benchmark.py [--device cpu|cuda] [--precision fp32|bf16] [--tile N] [--json FILE] [--quick]
+    python scripts/benchmark.py [--device cpu|cuda] [--precision fp32|bf16|fp16] [--compile] [--no-data]
+                                [--tile N] [--json FILE] [--quick]
 
-One run measures, in this order:
+One run measures, in this order, each in the precision of ``--precision`` (autocast as ``train: amp``
+does; fp16 on CUDA only, its training step with a gradient scaler):
 
 - the reference: a plain 3x3 convolution with num_feat channels, forward + backward on
   32 x C x 64 x 64 and forward only on 1 x C x 512 x 512, each in its faster memory format
   (contiguous or channels-last): the practical limit of the machine for this kind of network;
 - the DSM-Net training step (forward, MSE + SSIM loss, backward, Adam step) on the paper's batch
-  of 32 x 3 x 64 x 64 patches: seconds per step, patches/s, GFLOP/s and its fraction of the
-  reference's forward + backward GFLOP/s;
+  of 32 x 3 x 64 x 64 patches: seconds per step, iterations and patches/s, GFLOP/s, its fraction of
+  the reference's forward + backward GFLOP/s and peak memory; and from it, the time the paper's
+  protocol would take (``total_iter`` of ``options/train_DSMNet_<set>.yml`` x seconds per step, data
+  loading and validation left out) for Rain100H, Rain100L, Rain800 and Rain1400;
 - inference on 256, 512 and 1024 pixels square: ms per megapixel, GFLOP/s, fraction of the
   reference's forward GFLOP/s, peak memory; and a 12 MP (4000 x 3000) image in tiles
   (``dsmnet_arch.tiling.tiled_forward``, overlap 64, the tile side up to ``--tile`` that computes
-  the fewest pixels), one timed run after a warm-up on one tile;
+  the fewest pixels; in batches of 4 tiles on a GPU, as ``dsmnet-derain`` runs them, else 1), one
+  timed run after a warm-up on one tile;
 - the data pipeline: BasicSR's PairedImageDataset with the paper's 64 x 64 random crop and flips,
   from PNG files and from LMDB (``basicsr.utils.lmdb_util``; a small generated set of 481 x 321
   pairs, the size of Rain100L, in a temporary folder), in samples/s of one worker, against the
@@ -21,7 +26,15 @@ One run measures, in this order:
   loading when one worker loads in turn with the training step (an upper bound for BasicSR's
   data time on a machine whose cores are all busy training);
 - BasicSR itself: ``dsmnet_arch/train.py`` with the paper's LMDB options and their default
-  data-loader workers for a few iterations; its log's data time against its iteration time.
+  data-loader workers for a few iterations; its log's data time against its iteration time
+  (``--no-data`` leaves out these two);
+- with ``--compile``: the training step and inference at the reference's side again, with the network
+  ``torch.compile``'d as ``train: compile: true`` and ``dsmnet-derain --compile`` do it (static shapes),
+  against the eager figures above, and the time of the first call, which compiles.
+
+On CUDA, cuDNN picks its convolution algorithms by timing them (``cudnn.benchmark``), as BasicSR's
+trainer sets it; fp32 convolutions use TF32 where PyTorch's default allows it (Ampere and later;
+the header says which). Times are taken after ``torch.cuda.synchronize``.
 
 Like the package's programs, the benchmark first makes glibc keep freed memory for reuse
 (``dsmnet_arch.utils.keep_freed_memory``; ``--system-malloc`` leaves malloc as it is), for the
@@ -66,6 +79,7 @@ from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.options import ordered_yaml
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
+from dsmnet_arch.models.derain_model import AMP_DTYPES, COMPILE_DEFAULTS
 from dsmnet_arch.tiling import count_tiles, tile_side, tiled_forward
 from dsmnet_arch.utils import keep_freed_memory
 
@@ -81,6 +95,8 @@ PRESETS = {
                   basicsr_iters=3, basicsr_workers=1),
 }
 MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+#: the paper's four training sets, whose options files give the protocol's iterations
+PROTOCOL_DATASETS = ('Rain100H', 'Rain100L', 'Rain800', 'Rain1400')
 
 
 def synchronize(device):
@@ -183,42 +199,85 @@ def reference_conv(num_feat, shape, train, device, autocast, repeats, min_second
     return max(results, key=lambda r: r['gflops'])
 
 
-def training_step(cfg, device, autocast, repeats):
-    """Seconds per DSM-Net training step as DerainModel runs it, on random [0, 1] patches."""
+def autocast_for(device, precision):
+    """The autocast context of ``--precision`` on ``device`` (disabled for fp32)."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES.get(precision), enabled=precision != 'fp32')
+
+
+def first_call(fn, device):
+    """Seconds of one call of ``fn`` (for a compiled function: compiling included)."""
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def training_step(cfg, device, precision, repeats, compile=False):
+    """Seconds per DSM-Net training step as DerainModel runs it, on random [0, 1] patches.
+
+    Autocast in ``precision``, fp16 with a gradient scaler; ``compile``: the network ``torch.compile``'d
+    (the first step's time, compiling included, is ``first_call_seconds``).
+    """
     torch.manual_seed(0)
     shape = (cfg['batch'], 3, cfg['patch'], cfg['patch'])
     net = DSMNet(num_feat=cfg['num_feat']).to(device).train()
+    model = torch.compile(net, **COMPILE_DEFAULTS) if compile else net
     criterion = MSESSIMLoss().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    scaler = torch.amp.GradScaler(device.type) if precision == 'fp16' else None
+    autocast = autocast_for(device, precision)
     lq = torch.rand(shape, device=device)
     gt = (lq * 0.8 + 0.1).clamp(0, 1)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            out = net(lq)
-        criterion(out.float(), gt).backward()
-        optimizer.step()
+            out = model(lq)
+        loss = criterion(out.float(), gt)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
-    seconds = best_time(step, repeats, device)
+    first = first_call(step, device) if compile else None
+    with PeakMemory(device) as peak:
+        seconds = best_time(step, repeats, device)
     gflop = spec_flops(cfg['num_feat'], shape, train=True) / 1e9
-    return dict(shape=list(shape), seconds=seconds, patches_per_s=shape[0] / seconds, gflop=gflop,
-                gflops=gflop / seconds)
+    return dict(shape=list(shape), seconds=seconds, patches_per_s=shape[0] / seconds, iters_per_s=1 / seconds,
+                gflop=gflop, gflops=gflop / seconds, peak_bytes=peak.bytes, first_call_seconds=first)
 
 
-def inference(net, side, device, autocast, repeats, num_feat):
-    """Forward time and peak memory of one side x side image, whole."""
+def protocol_times(seconds_per_iter):
+    """Time of the paper's protocol on each training set: ``total_iter`` of its options x seconds per iteration."""
+    rows = []
+    for name in PROTOCOL_DATASETS:
+        with open(os.path.join(REPO, 'options', f'train_DSMNet_{name}.yml')) as f:
+            opt = yaml.load(f, Loader=ordered_yaml()[0])
+        iters = opt['train']['total_iter']
+        rows.append(dict(dataset=name, total_iter=iters, batch=opt['datasets']['train']['batch_size_per_gpu'],
+                         seconds=iters * seconds_per_iter))
+    return rows
+
+
+def inference(net, side, device, autocast, repeats, num_feat, compile=False):
+    """Forward time and peak memory of one side x side image, whole; ``compile``: through ``torch.compile``
+    (the first call's time, compiling included, is ``first_call_seconds``)."""
     x = torch.rand(1, 3, side, side, device=device)
+    model = torch.compile(net, **COMPILE_DEFAULTS) if compile else net
 
     def run():
-        with torch.inference_mode(), autocast:
-            net(x)
+        with torch.no_grad(), autocast:
+            model(x)
 
+    first = first_call(run, device) if compile else None
     with PeakMemory(device) as peak:
         seconds = best_time(run, repeats, device)
     gflop = spec_flops(num_feat, x.shape, train=False) / 1e9
     return dict(shape=list(x.shape), seconds=seconds, ms_per_mp=seconds * 1e3 / (side * side / 1e6),
-                gflops=gflop / seconds, peak_bytes=peak.bytes)
+                gflops=gflop / seconds, peak_bytes=peak.bytes, first_call_seconds=first)
 
 
 def least_work_tile(height, width, largest, overlap, multiple):
@@ -232,13 +291,15 @@ def least_work_tile(height, width, largest, overlap, multiple):
 
 
 def tiled_inference(net, cfg, device, autocast):
-    """One timed tiled forward pass of a large image (kept on the CPU, tiles on ``device``).
+    """One timed tiled forward pass of a large image (kept on the CPU, tiles on ``device``), in batches
+    of tiles as ``dsmnet-derain`` runs them (4 on a GPU, else 1).
 
     The peak memory includes the input image and the output.
     """
     height, width = cfg['large']
     multiple = 2**(net.num_levels - 1)
     overlap = cfg['overlap']
+    batch = 4 if device.type == 'cuda' else 1
     tile = least_work_tile(height, width, cfg['tile'], overlap, multiple)
     sides = [tile_side(tile, height, multiple), tile_side(tile, width, multiple)]
     with torch.inference_mode(), autocast:  # warm-up on one tile: the shape every tile has
@@ -248,11 +309,11 @@ def tiled_inference(net, cfg, device, autocast):
         img = torch.rand(1, 3, height, width)
         start = time.perf_counter()
         with torch.inference_mode(), autocast:
-            tiled_forward(net, img, tile=tile, overlap=overlap, multiple=multiple, device=device)
+            tiled_forward(net, img, tile=tile, overlap=overlap, batch_size=batch, multiple=multiple, device=device)
         synchronize(device)
         seconds = time.perf_counter() - start
     tiles = count_tiles(height, width, tile, overlap, multiple)
-    return dict(shape=[1, 3, height, width], tile=sides, overlap=overlap, tiles=tiles,
+    return dict(shape=[1, 3, height, width], tile=sides, overlap=overlap, tiles=tiles, batch=batch,
                 computed_pixels_ratio=tiles * sides[0] * sides[1] / (height * width), seconds=seconds,
                 ms_per_mp=seconds * 1e3 / (height * width / 1e6), peak_bytes=peak.bytes)
 
@@ -275,7 +336,7 @@ def write_pairs(folder, count, size, seed=0):
     return names
 
 
-def data_pipeline(cfg, device, repeats):
+def data_pipeline(cfg, device, precision, repeats):
     """Samples/s of one PairedImageDataset worker (paper crop and flips) from PNG files and from LMDB,
     and the data time of a short BasicSR training run on the LMDB (see :func:`basicsr_training`)."""
     rates = {}
@@ -288,7 +349,8 @@ def data_pipeline(cfg, device, repeats):
                 make_lmdb_from_imgs(os.path.join(root, sub), os.path.join(root, f'{sub}.lmdb'), names, keys)
         for backend, suffix in (('disk', ''), ('lmdb', '.lmdb')):
             dataset = PairedImageDataset(
-                dict(dataroot_gt=os.path.join(root, 'target' + suffix), dataroot_lq=os.path.join(root, 'input' + suffix),
+                dict(dataroot_gt=os.path.join(root, 'target' + suffix),
+                     dataroot_lq=os.path.join(root, 'input' + suffix),
                      io_backend=dict(type=backend), gt_size=cfg['patch'], use_hflip=True, use_rot=False, scale=1,
                      phase='train'))
             order = np.random.default_rng(0).integers(0, len(dataset), cfg['samples'])
@@ -298,18 +360,19 @@ def data_pipeline(cfg, device, repeats):
                     dataset[int(index)]
 
             rates[backend] = cfg['samples'] / best_time(load, repeats, torch.device('cpu'))
-        return rates, basicsr_training(cfg, device, root)
+        return rates, basicsr_training(cfg, device, precision, root)
 
 
 LOG_LINE = re.compile(r'iter:\s*([\d,]+),.*time \(data\): ([\d.]+) \(([\d.]+)\)')
 
 
-def basicsr_training(cfg, device, root):
+def basicsr_training(cfg, device, precision, root):
     """BasicSR's own data time: ``dsmnet_arch/train.py`` with the paper's LMDB options.
 
     Runs ``options/train_DSMNet_Rain100L_lmdb.yml`` with the preset's network width, batch and crop
-    (the full preset's are the options' own) and the options' data-loader workers unless the preset
-    names a number (the quick one: 1), on the LMDB in ``root`` for
+    (the full preset's are the options' own), ``train: amp`` for a precision other than fp32, and the
+    options' data-loader workers unless the preset names a number (the quick one: 1), on the LMDB in
+    ``root`` for
     ``cfg['basicsr_iters']`` iterations without validation or checkpoints, logging every iteration,
     and reads the log. BasicSR logs running averages since the start, so the first iteration (the
     workers starting up) stays in them; the per-iteration times are recovered from the averages
@@ -329,6 +392,8 @@ def basicsr_training(cfg, device, root):
     del opt['datasets']['val'], opt['val']
     opt.update(name='benchmark_basicsr', num_gpu=0 if device.type == 'cpu' else 1)
     opt['train'].update(total_iter=iters, scheduler=dict(type='MultiStepLR', milestones=[iters], gamma=0.5))
+    if precision != 'fp32':
+        opt['train']['amp'] = precision
     opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9, use_tb_logger=False)
     run_dir = os.path.join(root, 'basicsr')
     os.makedirs(run_dir)
@@ -352,8 +417,13 @@ def basicsr_training(cfg, device, root):
 
 
 def header(args, device):
+    gpu = None
     if device.type == 'cuda':
         name = torch.cuda.get_device_name(device)
+        props = torch.cuda.get_device_properties(device)
+        gpu = dict(memory_bytes=props.total_memory, capability=f'{props.major}.{props.minor}', cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version(), cudnn_benchmark=torch.backends.cudnn.benchmark,
+                   tf32_convolutions=torch.backends.cudnn.allow_tf32)
     else:
         name = platform.processor() or platform.machine()
         with contextlib.suppress(OSError):
@@ -365,22 +435,29 @@ def header(args, device):
                 command=' '.join(['python', 'scripts/benchmark.py', *map(shlex.quote, args.argv)]),
                 device=device.type, device_name=name, precision=args.precision, threads=torch.get_num_threads(),
                 torch=torch.__version__, preset='quick' if args.quick else 'full', repeats=args.repeats,
-                glibc_tunables=os.environ.get('GLIBC_TUNABLES'),
+                compile=args.compile, gpu=gpu, glibc_tunables=os.environ.get('GLIBC_TUNABLES'),
                 load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg') else None)
 
 
-def run(args):
+def run(args, save=lambda results: None):
+    """All measurements; ``save(results)`` is called after each, so that a run cut short keeps what it measured
+    (``header.complete`` stays false)."""
     device = torch.device(args.device)
     malloc = 'system default' if args.system_malloc or not keep_freed_memory() else 'keeps freed memory'
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit('benchmark: --device cuda, but PyTorch sees no CUDA device')
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise SystemExit('benchmark: --device cuda, but PyTorch sees no CUDA device')
+        if args.precision == 'bf16' and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise SystemExit(f'benchmark: --precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 '
+                             'arithmetic; use fp16')
+        torch.backends.cudnn.benchmark = True  # as BasicSR's trainer sets it
     cfg = PRESETS['quick' if args.quick else 'full']
     if args.tile:
         cfg = dict(cfg, tile=args.tile)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == 'bf16')
-    results = dict(header=dict(header(args, device), malloc=malloc))
+    autocast = autocast_for(device, args.precision)
+    results = dict(header=dict(header(args, device), malloc=malloc, complete=False))
     c, patch, side = cfg['num_feat'], cfg['patch'], cfg['reference_side']
 
     start = time.perf_counter()
@@ -392,10 +469,13 @@ def run(args):
                              cfg['reference_seconds']),
         inference=reference_conv(c, (1, c, side, side), False, device, autocast, args.repeats,
                                  cfg['reference_seconds']))
+    save(results)
     log('training step')
-    train = training_step(cfg, device, autocast, args.repeats)
+    train = training_step(cfg, device, args.precision, args.repeats)
     train['fraction'] = train['gflops'] / results['reference']['train']['gflops']
     results['train_step'] = train
+    results['protocol'] = protocol_times(train['seconds'])
+    save(results)
 
     torch.manual_seed(0)
     net = DSMNet(num_feat=c).to(device).eval()
@@ -405,16 +485,34 @@ def run(args):
         row = inference(net, s, device, autocast, args.repeats, c)
         row['fraction'] = row['gflops'] / results['reference']['inference']['gflops']
         results['inference'].append(row)
+        save(results)
     log('tiled inference')
     tiled = tiled_inference(net, cfg, device, autocast)
     tiled['ratio_to_largest_whole'] = tiled['ms_per_mp'] / results['inference'][-1]['ms_per_mp']
     results['tiled'] = tiled
+    save(results)
 
-    log('data pipeline and BasicSR training')
-    rates, results['basicsr'] = data_pipeline(cfg, device, args.repeats)
-    consumed = train['patches_per_s']
-    results['data'] = dict(crop=patch, image_size=list(cfg['pair_size']), consumed_per_s=consumed, **{
-        backend: dict(samples_per_s=rate, share=consumed / (consumed + rate)) for backend, rate in rates.items()})
+    if not args.no_data:
+        log('data pipeline and BasicSR training')
+        rates, results['basicsr'] = data_pipeline(cfg, device, args.precision, args.repeats)
+        consumed = train['patches_per_s']
+        results['data'] = dict(crop=patch, image_size=list(cfg['pair_size']), consumed_per_s=consumed, **{
+            backend: dict(samples_per_s=rate, share=consumed / (consumed + rate)) for backend, rate in rates.items()})
+        save(results)
+    if args.compile:
+        log('training step, compiled')
+        compiled = training_step(cfg, device, args.precision, args.repeats, compile=True)
+        compiled['fraction'] = compiled['gflops'] / results['reference']['train']['gflops']
+        compiled['speedup'] = train['seconds'] / compiled['seconds']
+        results['compiled'] = dict(train_step=compiled)
+        save(results)
+        log(f'inference {side} x {side}, compiled')
+        eager = next(row for row in results['inference'] if row['shape'][-1] == side)
+        row = inference(net, side, device, autocast, args.repeats, c, compile=True)
+        row['fraction'] = row['gflops'] / results['reference']['inference']['gflops']
+        row['speedup'] = eager['seconds'] / row['seconds']
+        results['compiled']['inference'] = row
+    results['header']['complete'] = True
     results['header']['load_average_end'] = list(os.getloadavg()) if hasattr(os, 'getloadavg') else None
     return results
 
@@ -427,6 +525,17 @@ def megabytes(value):
     return '-' if value is None else f'{value / 2**20:,.0f} MiB'
 
 
+def duration(seconds):
+    """``seconds`` in hours below two days, else in days."""
+    return f'{seconds / 3600:,.1f} h' if seconds < 48 * 3600 else f'{seconds / 86400:,.1f} days'
+
+
+def gpu_line(gpu):
+    return (f'- GPU: {gpu["memory_bytes"] / 2**30:.0f} GiB, compute capability {gpu["capability"]}, '
+            f'CUDA {gpu["cuda"]}, cuDNN {gpu["cudnn"]}, cudnn.benchmark {gpu["cudnn_benchmark"]}, TF32 convolutions '
+            f'{"allowed" if gpu["tf32_convolutions"] else "off"}')
+
+
 def table(results):
     """The results as markdown: a header list and one table."""
     h = results['header']
@@ -435,44 +544,71 @@ def table(results):
     lines = [f'- date: {h["date"]}', f'- command: `{h["command"]}`', f'- device: {h["device_name"]} ({h["device"]})',
              f'- precision: {h["precision"]}, threads: {h["threads"]}, torch {h["torch"]}, '
              f'best of {h["repeats"]} after a warm-up', f'- load average (1, 5, 15 min), start -> end: {load}',
-             f'- malloc: {h["malloc"]}; GLIBC_TUNABLES: {h["glibc_tunables"] or "not set"}', '',
-             '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |',
-             '|---|---|---:|---:|---:|---:|---:|']
+             f'- malloc: {h["malloc"]}; GLIBC_TUNABLES: {h["glibc_tunables"] or "not set"}']
+    if h.get('gpu'):
+        lines.append(gpu_line(h['gpu']))
+    lines += ['', '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |',
+              '|---|---|---:|---:|---:|---:|---:|']
     for name, row in (('reference 3x3 conv, fwd + bwd', results['reference']['train']),
                       ('reference 3x3 conv, fwd', results['reference']['inference'])):
         lines.append(f'| {name} | {shape_str(row["shape"])}, {row["memory_format"]} | {row["seconds"] * 1e3:.1f} ms '
                      f'| | {row["gflops"]:.1f} | 1.00 | |')
     t = results['train_step']
     lines.append(f'| training step (fwd, loss, bwd, Adam) | {shape_str(t["shape"])} | {t["seconds"]:.2f} s '
-                 f'| {t["patches_per_s"]:.1f} patches/s | {t["gflops"]:.1f} | {t["fraction"]:.2f} | |')
+                 f'| {t["iters_per_s"]:.2f} it/s, {t["patches_per_s"]:.1f} patches/s | {t["gflops"]:.1f} '
+                 f'| {t["fraction"]:.2f} | {megabytes(t["peak_bytes"])} |')
+    for p in results['protocol']:
+        lines.append(f'| paper protocol, {p["dataset"]}: {p["total_iter"]:,} iterations x the step above '
+                     f'| batch {p["batch"]} | {duration(p["seconds"])} | | | | |')
     for row in results['inference']:
         lines.append(f'| inference | {shape_str(row["shape"])} | {row["ms_per_mp"]:,.0f} ms/MP | '
                      f'{row["seconds"] * 1e3:,.0f} ms/image | {row["gflops"]:.1f} | {row["fraction"]:.2f} '
                      f'| {megabytes(row["peak_bytes"])} |')
     r = results['tiled']
-    lines.append(f'| inference, tiled ({r["tiles"]} tiles of {shape_str(r["tile"])}, overlap {r["overlap"]}, '
-                 f'{r["computed_pixels_ratio"]:.2f}x pixels computed) | {shape_str(r["shape"])} '
-                 f'| {r["ms_per_mp"]:,.0f} ms/MP | {r["ratio_to_largest_whole"]:.2f}x the ms/MP of '
-                 f'{results["inference"][-1]["shape"][-1]}^2 | | | {megabytes(r["peak_bytes"])} |')
-    d = results['data']
+    lines.append(f'| inference, tiled ({r["tiles"]} tiles of {shape_str(r["tile"])} in batches of {r["batch"]}, '
+                 f'overlap {r["overlap"]}, {r["computed_pixels_ratio"]:.2f}x pixels computed) '
+                 f'| {shape_str(r["shape"])} | {r["ms_per_mp"]:,.0f} ms/MP '
+                 f'| {r["ratio_to_largest_whole"]:.2f}x the ms/MP of {results["inference"][-1]["shape"][-1]}^2 | | '
+                 f'| {megabytes(r["peak_bytes"])} |')
+    if 'data' in results:
+        lines += data_rows(results['data'], results['basicsr'])
+    if 'compiled' in results:
+        t, row = results['compiled']['train_step'], results['compiled']['inference']
+        lines.append(f'| training step, torch.compile (first step {t["first_call_seconds"]:,.0f} s) '
+                     f'| {shape_str(t["shape"])} | {t["seconds"]:.2f} s | {t["speedup"]:.2f}x eager, '
+                     f'{t["iters_per_s"]:.2f} it/s | {t["gflops"]:.1f} | {t["fraction"]:.2f} '
+                     f'| {megabytes(t["peak_bytes"])} |')
+        lines.append(f'| inference, torch.compile (first call {row["first_call_seconds"]:,.0f} s) '
+                     f'| {shape_str(row["shape"])} | {row["ms_per_mp"]:,.0f} ms/MP | {row["speedup"]:.2f}x eager, '
+                     f'{row["seconds"] * 1e3:,.0f} ms/image | {row["gflops"]:.1f} | {row["fraction"]:.2f} '
+                     f'| {megabytes(row["peak_bytes"])} |')
+    return '\n'.join(lines)
+
+
+def data_rows(d, b):
+    """Table rows of the data pipeline (``d``) and of the BasicSR run (``b``)."""
+    lines = []
     for backend, name in (('disk', 'PNG files'), ('lmdb', 'LMDB')):
         lines.append(f'| data, {name}, 1 worker | {d["crop"]}^2 crops of {shape_str(d["image_size"])} | '
                      f'| {d[backend]["samples_per_s"]:,.0f} samples/s | | | data share {d[backend]["share"]:.1%} |')
     lines.append(f'| training consumes | | | {d["consumed_per_s"]:.1f} patches/s | | | |')
-    b = results['basicsr']
     after = '' if b['share_after_first'] is None else f', {b["share_after_first"]:.1%} after the first iteration'
     workers = f'{b["workers"]} worker' + ('s' if b['workers'] != 1 else '')
     lines.append(f'| BasicSR training, LMDB, {workers}, {b["iterations"]} iterations (its log) '
                  f'| {b["batch"]} x 3 x {d["crop"]} x {d["crop"]} | {b["seconds_per_iter"]:.2f} s/iter '
                  f'| data {b["data_seconds_per_iter"]:.3f} s/iter | | | data share {b["share"]:.1%}{after} |')
-    return '\n'.join(lines)
+    return lines
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where to run (default cpu)')
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'),
-                        help='fp32, or bf16 autocast as train: bf16: true does (default fp32)')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'),
+                        help='fp32 (default), or autocast in bf16 or fp16 (CUDA only) as train: amp does')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time the training step and inference with the network torch.compile\'d')
+    parser.add_argument('--no-data', action='store_true',
+                        help='leave out the data pipeline and the BasicSR training run')
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch (default: its own choice)')
     parser.add_argument('--repeats', type=int, default=3, help='timed runs after the warm-up (default 3)')
     parser.add_argument('--tile', type=int,
@@ -487,17 +623,23 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error('--repeats must be at least 1')
+    if args.precision == 'fp16' and args.device != 'cuda':
+        parser.error('--precision fp16 needs --device cuda (float16 autocast is a GPU mode; on the CPU use bf16)')
     args.argv = sys.argv[1:] if argv is None else list(argv)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    results = run(args)
-    print(table(results))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, 'w') as f:
-        json.dump(results, f, indent=2)
+
+    def save(results):
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=2)
+
+    results = run(args, save)
+    save(results)
+    print(table(results))
     print(f'\nJSON: {args.json}')
 
 
