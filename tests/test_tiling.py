@@ -1,0 +1,156 @@
+"""dsmnet_arch.tiling against hand-computed values: the blending ramps, tile counts, the memory probe
+and the free-memory readings behind ``--tile auto`` (the tiled forward pass itself: tests/test_infer.py)."""
+import io
+import math
+import re
+
+import pytest
+import torch
+
+from dsmnet_arch import tiling
+from dsmnet_arch.tiling import _PeakTensorMemory, auto_tile, axis_weights, count_tiles, free_memory, tile_starts
+
+
+def test_two_tiles_crossfade_with_the_raised_cosine_values():
+    # 10 pixels, tiles of 6 at 0 and 4: the overlap is pixels 4 and 5, centred at 5, as wide as 2; the
+    # pixel centres 4.5 and 5.5 sit a quarter and three quarters into the ramp: sin^2(pi/8) = (2 - sqrt 2) / 4
+    assert tile_starts(10, 6, 2) == [0, 4]
+    low, high = (2 - math.sqrt(2)) / 4, (2 + math.sqrt(2)) / 4
+    first, second = axis_weights(10, 6, [0, 4])
+    torch.testing.assert_close(first, torch.tensor([1, 1, 1, 1, high, low]), atol=0, rtol=0)
+    torch.testing.assert_close(second, torch.tensor([low, high, 1, 1, 1, 1]), atol=0, rtol=0)
+
+
+def ramp(p, left, right, tile):
+    """Weight of the later of two tiles starting at ``left`` and ``right`` at pixel ``p``, from the docstring:
+    a raised-cosine step centred in the overlap and as wide as the overlap, but no wider than the stride."""
+    width, centre = min(left + tile - right, right - left), (left + tile + right) / 2
+    t = min(max((p + 0.5 - centre) / width + 0.5, 0.0), 1.0)
+    return math.sin(t * math.pi / 2)**2
+
+
+def test_weights_are_the_float64_ramp_rounded_once_to_float32():
+    length, tile = 150, 64
+    starts = tile_starts(length, tile, 16)
+    assert starts == [0, 43, 86]  # overlaps of 21 pixels
+    for k, (start, got) in enumerate(zip(starts, axis_weights(length, tile, starts))):
+        want = []
+        for p in range(start, start + tile):
+            w = ramp(p, starts[k - 1], start, tile) if k > 0 else 1.0
+            want.append(w * (1 - ramp(p, start, starts[k + 1], tile)) if k < 2 else w)
+        assert torch.equal(got, torch.tensor(want, dtype=torch.float64).float())
+
+
+def test_crossfade_is_capped_at_the_tile_stride():
+    # tiles of 8 at 0, 2, 4 overlap by 6 pixels but step by 2: each ramp is 2 pixels wide (centred at 5 and
+    # at 7), so the middle tile's rising and falling ramps do not overlap
+    weights = axis_weights(12, 8, [0, 2, 4])
+    low, high = (2 - math.sqrt(2)) / 4, (2 + math.sqrt(2)) / 4
+    torch.testing.assert_close(weights[0], torch.tensor([1, 1, 1, 1, high, low, 0, 0]), atol=0, rtol=0)
+    torch.testing.assert_close(weights[1], torch.tensor([0, 0, low, high, high, low, 0, 0]), atol=0, rtol=0)
+    torch.testing.assert_close(weights[2], torch.tensor([0, 0, low, high, 1, 1, 1, 1]), atol=0, rtol=0)
+
+
+def fewest_tiles(length, tile, overlap):
+    """The fewest tiles of ``tile`` pixels that cover ``length`` with neighbours overlapping by ``overlap``."""
+    n = 1
+    while n * tile - (n - 1) * overlap < length:
+        n += 1
+    return n
+
+
+def test_count_tiles_without_and_with_a_padding_multiple():
+    # 103 pixels: tiles of 40 cover it three times with 8 pixels of overlap (3 * 40 - 2 * 8 = 104); a model
+    # padding to multiples of 2 gets 39-pixel tiles (odd like the image), of which 3 cover only 101
+    assert count_tiles(103, 103, 40, 8) == fewest_tiles(103, 40, 8)**2 == 9
+    assert count_tiles(103, 103, 40, 8, multiple=2) == fewest_tiles(103, 39, 8)**2 == 16
+    assert count_tiles(103, 50, 40, 8) == 3 * 2 and count_tiles(103, 50) == 1
+
+
+def test_peak_tensor_memory_counts_each_storage_once_while_it_lives():
+    with _PeakTensorMemory() as memory:
+        a = torch.ones(1000)  # 4000 bytes
+        b = a.view(10, 100)  # the same storage: nothing new
+        c = a + 1  # 4000 bytes more
+        assert (memory.live, memory.peak) == (8000, 8000)
+        del c
+        assert (memory.live, memory.peak) == (4000, 8000)
+        for _ in range(20):  # storages freed and made again (Python reuses the freed objects' addresses)
+            t = torch.ones(100)
+        assert (memory.live, memory.peak) == (4400, 8000)
+        del a, b, t
+        assert (memory.live, memory.peak) == (0, 8000)
+
+
+def test_auto_tile_is_the_largest_multiple_of_32_that_fits():
+    # budget / bytes per pixel = 1e6 pixels: sqrt is 1000, the multiple of 32 below is 992
+    assert auto_tile(1000, 4000, 3000, budget=1e9) == 992
+    assert auto_tile(1000, 4000, 3000, budget=1e9, batch_size=2) == 704  # sqrt(5e5) = 707.1
+    # the smallest tile exceeds twice the overlap by 32 or more: overlap 32 -> 96; a budget of exactly 96 x 96
+    # pixels gets it
+    assert auto_tile(1000, 4000, 3000, budget=96 * 96 * 1000, overlap=32) == 96
+    with pytest.raises(MemoryError, match='even a 96x96 tile'):
+        auto_tile(1000, 4000, 3000, budget=96 * 96 * 1000 - 1, overlap=32)
+    # overlap 65: 2 * 65 + 32 = 162, rounded up to 192
+    with pytest.raises(MemoryError, match='even a 192x192 tile'):
+        auto_tile(1000, 4000, 3000, budget=191 * 191 * 1000, overlap=65)
+    assert auto_tile(1000, 4000, 3000, budget=192 * 192 * 1000, overlap=65) == 192
+
+
+def test_not_enough_memory_names_the_budget_and_the_cost_per_pixel():
+    message = 'Not enough free memory for even a 160x160 tile (3 MiB available, about 2.0 KiB per pixel)'
+    with pytest.raises(MemoryError, match=f'^{re.escape(message)}$'):
+        auto_tile(2048, 4000, 3000, budget=3 * 2**20, overlap=64)
+
+
+def fake_meminfo(monkeypatch, text):
+    def fake_open(path, *args, **kwargs):
+        if path != '/proc/meminfo' or text is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(text)
+
+    monkeypatch.setattr(tiling, 'open', fake_open, raising=False)  # the module's open, before the builtin
+
+
+def fake_sysconf(monkeypatch, values):
+    def sysconf(name):
+        if name not in values:
+            raise ValueError(f'unrecognized configuration name {name}')
+        return values[name]
+
+    monkeypatch.setattr(tiling.os, 'sysconf', sysconf)
+
+
+def test_free_memory_on_the_cpu_is_memavailable(monkeypatch):
+    fake_sysconf(monkeypatch, {'SC_AVPHYS_PAGES': 7, 'SC_PAGE_SIZE': 4096})
+    fake_meminfo(monkeypatch, 'MemTotal:       16000000 kB\nMemFree:          500000 kB\nMemAvailable:    1234567 kB\n')
+    assert free_memory('cpu') == 1234567 * 1024
+    assert free_memory(torch.device('cpu')) == 1234567 * 1024
+    # no MemAvailable line (old kernels) or no /proc: the free pages
+    fake_meminfo(monkeypatch, 'MemTotal:       16000000 kB\nMemFree:          500000 kB\n')
+    assert free_memory('cpu') == 7 * 4096
+    fake_meminfo(monkeypatch, None)
+    assert free_memory('cpu') == 7 * 4096
+    fake_sysconf(monkeypatch, {})
+    with pytest.raises(RuntimeError, match='^Cannot tell the free memory of this machine; give --tile a size$'):
+        free_memory('cpu')
+
+
+def test_free_memory_on_cuda_counts_the_cached_blocks(monkeypatch):
+    device = torch.device('cuda', 1)
+
+    def on_device(value):
+        def query(d):
+            assert torch.device(d) == device
+            return value
+        return query
+
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', on_device((1000, 8000)))
+    monkeypatch.setattr(torch.cuda, 'memory_reserved', on_device(300))
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', on_device(200))
+    fake_meminfo(monkeypatch, None)  # the CPU's memory plays no part
+    assert free_memory('cuda:1') == 1000 + 300 - 200
+
+
+def test_free_memory_of_this_machine():
+    assert free_memory('cpu') > 0
