@@ -1,14 +1,20 @@
 """dsmnet_arch.checkpoint and BasicSR's loading through it: untrusted files, where the weights are,
 the recorded arguments, and which training state a resumed run picks."""
+import copy
 import os
+import re
+import stat
 
 import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401  (applies the BasicSR fixes)
+import basicsr.train
 from basicsr.models.base_model import BaseModel
+from dsmnet_arch import compat
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.checkpoint import arch_from_checkpoint, arch_record, load_checkpoint, state_dict_from_checkpoint
+from dsmnet_arch.checkpoint import (arch_from_checkpoint, arch_record, atomic_save, load_checkpoint,
+                                    state_dict_from_checkpoint)
 from dsmnet_arch.compat import _resume_state_path
 
 TINY = dict(num_feat=8, num_levels=2, num_subspaces=4)
@@ -102,3 +108,189 @@ def test_auto_resume_takes_the_newest_state_by_iteration(tmp_path):
     assert _resume_state_path(dict(opt, name='other')) is None  # nothing to resume: a fresh start
     explicit = {'auto_resume': False, 'path': {'resume_state': 'given.state'}}
     assert _resume_state_path(explicit) == 'given.state'
+
+
+class RunsCode:
+    """Unpickles by calling a function: what a weights-only load must refuse."""
+
+    def __reduce__(self):
+        return os.getpid, ()
+
+
+def test_load_checkpoint_maps_the_tensors_and_never_unpickles_code(tmp_path, monkeypatch):
+    torch.save({'params': {'w': torch.ones(2)}}, tmp_path / 'w.pth')
+    loaded = load_checkpoint(tmp_path / 'w.pth', map_location='meta')
+    assert loaded['params']['w'].device == torch.device('meta') and loaded['params']['w'].shape == (2, )
+    torch.save({'params': RunsCode()}, tmp_path / 'code.pth')
+    message = (f'Cannot load checkpoint {tmp_path / "code.pth"}: not a readable PyTorch checkpoint of tensors '
+               '(UnpicklingError: Weights only load failed)')  # the first sentence of torch's message
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / 'code.pth')
+    assert str(err.value) == message
+    # torch lets this variable switch weights-only loading off wherever the call does not ask for it
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / 'code.pth')
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize('error, reason', [(RuntimeError('First sentence. Second one.\nSecond line'), 'First sentence'),
+                                           (EOFError('  \n'), 'EOFError'), (KeyError(), 'KeyError')])
+def test_load_checkpoint_gives_the_errors_first_sentence_or_its_type(tmp_path, monkeypatch, error, reason):
+    def failing_load(*args, **kwargs):
+        raise error
+
+    (tmp_path / 'w.pth').write_bytes(b'')
+    monkeypatch.setattr(torch, 'load', failing_load)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / 'w.pth')
+    assert str(err.value) == (f'Cannot load checkpoint {tmp_path / "w.pth"}: not a readable PyTorch checkpoint of '
+                              f'tensors ({type(error).__name__}: {reason})')
+
+
+def test_weights_default_to_params_and_no_key_takes_the_dict_as_is():
+    plain = tiny(2).state_dict()
+    found, key = state_dict_from_checkpoint({'params': plain, 'params_ema': tiny(1).state_dict()}, 'f')
+    assert key == 'params' and all(torch.equal(found[k], plain[k]) for k in plain)
+    with pytest.raises(ValueError, match='bare or under the key "params"'):
+        state_dict_from_checkpoint([torch.ones(1)], 'f')
+    bare = {'params.weight': torch.ones(1), 'module.bias': torch.zeros(1)}  # a bare dict that has a 'params...' key
+    found, key = state_dict_from_checkpoint(bare, 'f', None)
+    assert key is None and found.keys() == {'params.weight', 'bias'}
+
+
+class Toy:
+
+    def __init__(self, width, depth=2, sizes=(1, 3), name='toy'):
+        pass
+
+
+def test_arch_record_keeps_the_options_type_or_names_the_class():
+    assert arch_record({'type': 'ToyNet', 'width': 4, 'sizes': (5, )}, Toy) == dict(
+        type='ToyNet', depth=2, sizes=[5], name='toy', width=4)
+    assert arch_record({'width': 4}, Toy) == dict(type='Toy', depth=2, sizes=[1, 3], name='toy', width=4)
+    assert list(arch_record({'width': 4, 'type': 'ToyNet'}, Toy)) == ['type', 'depth', 'sizes', 'name', 'width']
+
+
+def test_atomic_save_replaces_the_file_through_a_hidden_file_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'models').mkdir()
+    atomic_save({'params': {'w': torch.ones(2)}}, os.path.join('models', 'net.pth'))  # a relative path
+    atomic_save({'params': {'w': torch.zeros(3)}}, os.path.join('models', 'net.pth'))
+    assert os.listdir(tmp_path / 'models') == ['net.pth']
+    assert torch.equal(torch.load(tmp_path / 'models' / 'net.pth', weights_only=True)['params']['w'], torch.zeros(3))
+
+    during = []
+    save = torch.save
+
+    def recording_save(obj, f, *args, **kwargs):  # what the folder holds while the file is written
+        during.append(sorted(os.listdir(tmp_path / 'models')))
+        save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'save', recording_save)
+    atomic_save({'w': torch.ones(1)}, str(tmp_path / 'models' / 'other.pth'))
+    (hidden, visible), = during
+    assert visible == 'net.pth' and hidden.startswith('.other.pth.') and hidden.endswith('.tmp')
+    assert sorted(os.listdir(tmp_path / 'models')) == ['net.pth', 'other.pth']
+
+
+def test_atomic_save_gives_the_permissions_of_a_plainly_created_file(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        atomic_save({'w': torch.ones(1)}, tmp_path / 'net.pth')
+        with open(tmp_path / 'plain', 'wb'):
+            pass
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == stat.S_IMODE(os.stat(tmp_path / 'plain').st_mode)
+    assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == 0o640  # not mkstemp's 0o600
+
+
+@pytest.fixture
+def load_resume_state(monkeypatch):
+    """BasicSR's ``load_resume_state`` as patched by dsmnet_arch.compat, patched afresh in this process."""
+    monkeypatch.setattr(basicsr.train, 'load_resume_state', basicsr.train.load_resume_state)  # restored after
+    compat._patch_resume_state()
+    return basicsr.train.load_resume_state
+
+
+def write_state(folder, name='4.state', **content):
+    folder.mkdir(parents=True, exist_ok=True)
+    state = dict(epoch=1, iter=4, optimizers=[{'state': {0: {'step': torch.tensor(4.)}}}], schedulers=[{}])
+    torch.save({**state, **content}, folder / name)
+    return folder / name
+
+
+def resume_options(resume_state, auto_resume=False, **extra):
+    return dict(name='run', auto_resume=auto_resume, network_g={'type': 'DSMNet'}, **extra,
+                path=dict(resume_state=resume_state, pretrain_network_g='elsewhere/net_g_99.pth',
+                          param_key_g='params_ema', experiments_root='experiments/run', models='run/models'))
+
+
+def test_resume_state_given_by_a_relative_path_continues_in_its_experiment(tmp_path, monkeypatch, load_resume_state):
+    write_state(tmp_path / 'old' / 'run' / 'training_states')
+    monkeypatch.setattr(compat, '_storage_device', lambda: torch.device('meta'))  # stands for the current GPU
+    monkeypatch.chdir(tmp_path / 'old')
+    opt = resume_options(os.path.join('run', 'training_states', '4.state'))
+    state = load_resume_state(opt)
+    assert (state['epoch'], state['iter']) == (1, 4)
+    assert state['optimizers'][0]['state'][0]['step'].device == torch.device('meta')  # mapped where it will run
+    experiment = str(tmp_path / 'old' / 'run')
+    assert opt['path'] == dict(resume_state=os.path.join('run', 'training_states', '4.state'),
+                               experiments_root=experiment, log=experiment, models=os.path.join(experiment, 'models'),
+                               training_states=os.path.join(experiment, 'training_states'),
+                               visualization=os.path.join(experiment, 'visualization'),
+                               pretrain_network_g=os.path.join(experiment, 'models', 'net_g_4.pth'),
+                               param_key_g='params')  # BasicSR's check_resume: the weights of iteration 4
+
+
+def test_auto_resume_loads_the_newest_state_and_records_its_path(tmp_path, load_resume_state):
+    states = tmp_path / 'experiments' / 'run' / 'training_states'
+    write_state(states, '2.state', iter=2)
+    write_state(states, '10.state', epoch=3, iter=10)
+    opt = resume_options(None, auto_resume=True, root_path=str(tmp_path))
+    state = load_resume_state(opt)
+    assert state['iter'] == 10 and opt['path']['resume_state'] == str(states / '10.state')
+    assert opt['path']['pretrain_network_g'] == str(tmp_path / 'experiments' / 'run' / 'models' / 'net_g_10.pth')
+    assert load_resume_state(resume_options(None, auto_resume=True, root_path=str(tmp_path / 'none'))) is None
+
+
+def test_no_resume_state_is_a_fresh_start(load_resume_state):
+    opt = resume_options(None)
+    before = copy.deepcopy(opt)
+    assert load_resume_state(opt) is None and opt == before
+
+
+@pytest.mark.parametrize('missing', ['epoch', 'iter', 'optimizers', 'schedulers', 'not a dict'])
+def test_a_file_that_is_not_a_training_state_is_refused_by_name(tmp_path, load_resume_state, missing):
+    if missing == 'not a dict':
+        torch.save([1, 2], tmp_path / 'x.state')
+    else:
+        state = dict(epoch=1, iter=4, optimizers=[], schedulers=[])
+        del state[missing]
+        torch.save(state, tmp_path / 'x.state')
+    message = (f'Cannot resume from {tmp_path / "x.state"}: not a BasicSR training state (expected the keys "epoch", '
+               '"iter", "optimizers", "schedulers")')
+    with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+        load_resume_state(resume_options(str(tmp_path / 'x.state')))
+
+
+def test_exactly_the_four_keys_are_a_training_state(tmp_path, load_resume_state):
+    torch.save(dict(epoch=0, iter=7, optimizers=[], schedulers=[]), tmp_path / '7.state')
+    assert load_resume_state(resume_options(str(tmp_path / '7.state')))['iter'] == 7
+
+
+def test_auto_resume_without_root_path_looks_under_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / 'experiments' / 'run' / 'training_states').mkdir(parents=True)
+    (tmp_path / 'experiments' / 'run' / 'training_states' / '3.state').write_bytes(b'')
+    monkeypatch.chdir(tmp_path)
+    opt = {'auto_resume': True, 'name': 'run', 'path': {'resume_state': None}}
+    assert _resume_state_path(opt) == os.path.join('.', 'experiments', 'run', 'training_states', '3.state')
+
+
+def test_states_are_mapped_to_the_current_gpu_or_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert compat._storage_device() == torch.device('cpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 1)
+    assert compat._storage_device() == torch.device('cuda', 1)
