@@ -62,6 +62,8 @@ def hard_pairs():
         'white, faint noise': (torch.full(shape, 0.99), 0.99 + 1e-3 * torch.rand(shape, generator=g)),
         'dark and bright images': (torch.rand(shape, generator=g) * torch.tensor([0.05, 1.0, 0.5, 0.9]).view(4, 1, 1, 1),
                                    torch.rand(shape, generator=g)),
+        # means near 0, where the constant c1 = (0.01 * 255)^2 decides the luminance term
+        'dark': (0.02 * torch.rand(shape, generator=g), 0.03 * torch.rand(shape, generator=g)),
     }
 
 
@@ -72,6 +74,32 @@ def test_float32_ssim_equals_basicsr_per_image(name):
     ours = ssim(pred, target, window)
     assert ours.dtype == torch.float32 and ours.shape == (4,)
     assert (ours.double() - calculate_ssim_pt(pred, target, crop_border=0)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('channels', [1, 2, 8])
+def test_ssim_of_any_number_of_channels_equals_basicsr(channels):
+    pred, target = image_pair(seed=6, shape=(2, channels, 16, 18))
+    ours = ssim(pred, target, MSESSIMLoss().window)
+    assert ours.shape == (2, ) and (ours.double() - calculate_ssim_pt(pred, target, crop_border=0)).abs().max() < 1e-5
+
+
+def test_images_of_the_window_size_are_enough():
+    pred, target = image_pair(seed=7, shape=(1, 3, 11, 11))
+    expected = calculate_ssim_pt(pred, target, crop_border=0).item()  # one window position
+    assert loss_ssim(pred, target) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_window_is_a_buffer_outside_the_state_dict():
+    loss = MSESSIMLoss()
+    assert loss.state_dict() == {} and [name for name, _ in loss.named_buffers()] == ['window']
+    assert loss.to(torch.float64).window.dtype == torch.float64  # it moves with the module
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_a_loss_left_on_the_cpu_takes_images_on_the_gpu():
+    pred, target = image_pair(seed=8)
+    expected = MSESSIMLoss()(pred, target)
+    assert MSESSIMLoss()(pred.cuda(), target.cuda()).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_loss_is_float32_under_autocast():
