@@ -1,6 +1,7 @@
 """DSMNet: shapes, wiring against the spec, ablation variants, attention against references, errors."""
 import importlib.util
 import os
+import re
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet)
 from basicsr.archs import build_network
-from dsmnet_arch.archs.dsmnet_arch import ATTENTIONS, MAB, MAB_VARIANTS, CADB, DSMNet, FusionBlock, SubspaceAttention
+from dsmnet_arch.archs.dsmnet_arch import (ATTENTIONS, MAB, MAB_VARIANTS, CADB, DSMNet, FusionBlock, SubspaceAttention,
+                                           args_from_state_dict)
 
 from conftest import REPO
 
@@ -104,6 +106,8 @@ def test_too_small_inputs_raise_clear_errors():
     assert DSMNet(num_feat=8, num_levels=4, attention='ca')(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
     net.eval()
     assert net(torch.rand(1, 3, 5, 5)).shape == (1, 3, 5, 5)
+    # one level pads nothing: a single row or column is an image
+    assert DSMNet(num_feat=8, num_levels=1, num_subspaces=2).eval()(torch.rand(1, 3, 1, 6)).shape == (1, 3, 1, 6)
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -116,12 +120,21 @@ def test_too_small_inputs_raise_clear_errors():
     (dict(kernel_sizes=(1, 4)), r'kernel_sizes must be distinct odd positive integers, e.g. \(1, 3, 5\); got \(1, 4\)'),
     (dict(kernel_sizes=(3, 3)), r'kernel_sizes must be distinct odd positive integers'),
     (dict(kernel_sizes=()), r'kernel_sizes must be distinct odd positive integers'),
+    (dict(kernel_sizes=(1, 3.0)), r'kernel_sizes must be distinct odd positive integers, .*; got \(1, 3.0\)'),
+    (dict(kernel_sizes=(-1, 3)), r'kernel_sizes must be distinct odd positive integers'),
     (dict(num_out_ch=1), r'num_out_ch must equal num_in_ch=3 \(the output is I - R\), got 1'),
     (dict(mab_variant='M6'), r"mab_variant must be one of M1, M2, M3, M4, M5 \(paper Table 5\); got 'M6'"),
 ])
 def test_invalid_arguments_raise_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DSMNet(**{'num_feat': 16, **kwargs})
+
+
+def test_smallest_reduction_and_subspace_count():
+    # reduction 1: the channel-attention MLP keeps all C channels; one subspace: ULSAM over all channels
+    net = DSMNet(num_feat=8, num_levels=2, reduction=1, num_subspaces=1).eval()
+    assert net.mab['0_0'].cadb.ca.mlp[0].weight.shape == (8, 8, 1, 1)
+    assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
 
 
 def test_unused_branch_arguments_are_not_checked():
@@ -264,6 +277,39 @@ def test_state_dict_layout_encodes_the_configuration():
     assert sd['head.cadb.sa.pw.weight'].shape == (4, 4, 1, 1)
     no_dense = DSMNet(num_feat=16, num_levels=4, level_dense=False).state_dict()
     assert no_dense['fuse.0_3.conv.weight'].shape == (16, 2 * 16, 1, 1)
+
+
+@pytest.mark.parametrize('kwargs, expected', [
+    (dict(num_feat=8, num_levels=1, kernel_sizes=(3, 1), attention='sp'),
+     dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=1, kernel_sizes=[3, 1], attention='sp')),
+    (dict(num_in_ch=1, num_out_ch=1, num_feat=8, num_levels=2, num_subspaces=2, reduction=2),
+     dict(num_in_ch=1, num_out_ch=1, num_feat=8, num_levels=2, kernel_sizes=[1, 3, 5], dilated=False,
+          attention='ca+sa', reduction=2, num_subspaces=2, level_up=True, level_down=True)),
+    (dict(num_feat=8, num_levels=3, kernel_sizes=(1, 3), attention='sa', num_subspaces=4, level_down=False,
+          level_dense=False),
+     dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=3, kernel_sizes=[1, 3], attention='sa', num_subspaces=4,
+          level_up=True, level_down=False, level_dense=False)),
+    (dict(num_feat=8, num_levels=3, kernel_sizes=(5, 1), dilated=True, attention='ca', reduction=8, level_up=False),
+     dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=3, kernel_sizes=[5, 1], dilated=True, attention='ca',
+          reduction=8, level_up=False, level_dense=True)),
+], ids=['1-level', '2-levels', 'sparse-links', 'dilated-no-up'])
+def test_args_read_off_the_weights_are_exactly_what_the_keys_tell(kwargs, expected):
+    # no more than the keys determine: dilated only with a kernel over 3, level_down only with level_up,
+    # level_dense only with three levels or more
+    assert args_from_state_dict(DSMNet(**kwargs).state_dict()) == expected
+
+
+def test_args_cannot_be_read_off_other_weights():
+    message = 'the state dict has no conv_first / conv_last / mab.0_0 weights of a DSMNet'
+    with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+        args_from_state_dict({'conv_first.weight': torch.zeros(8, 3, 3, 3), 'conv_last.weight': torch.zeros(3, 8, 3)})
+    state = {k: torch.zeros(8, 8, 1, 1) for k in ('conv_first.weight', 'conv_last.weight', 'mab.0_0.cadb.conv.weight')}
+    with pytest.raises(ValueError, match=re.escape('no known attention branches in mab.0_0.cadb (found [])')):
+        args_from_state_dict(state)
+    state.update({f'mab.0_0.cadb.{name}.w': torch.zeros(1) for name in ('ca', 'sp', 'sa')})
+    message = "no known attention branches in mab.0_0.cadb (found ['ca', 'sa', 'sp'])"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        args_from_state_dict(state)
 
 
 def test_dilated_kernels():

@@ -218,3 +218,16 @@ def test_flops_equal_reference(train):
                 out.sum().backward()
 
     assert flops(run, net) == flops(run, lambda t: reference_forward(net, t, num_feat=16)) > 0
+
+
+def test_subspace_softmax_of_large_and_unequal_maps():
+    # the softmax over each map's positions must not overflow on large maps, nor underflow on a map far
+    # below another one: maps near 0 and near 200 here (exp(200) overflows float32, exp(-200) is 0)
+    torch.manual_seed(0)
+    m = DSMNet(num_feat=8, num_levels=1, num_subspaces=2).mab['0_0'].cadb.sa.eval()
+    with torch.no_grad():
+        m.bn_pw.bias.copy_(torch.tensor([0., 200.]))
+        x = torch.rand(2, 8, 6, 7)
+        out, expected = m(x), subspace_attention(m, x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
