@@ -414,5 +414,5 @@ def args_from_state_dict(state):
             args['level_down'] = any(k.startswith('down.') for k in state)
     if args['num_levels'] > 2:
         fused = state['fuse.0_2.conv.weight'].shape[1] // num_feat  # (2 if dense else 1) + level_up
-        args['level_dense'] = fused - args.get('level_up', False) == 2
+        args['level_dense'] = fused - args['level_up'] == 2  # level_up is read for num_levels > 1
     return args
