@@ -802,21 +802,22 @@ def dry_run(experiments, out, args, cuda_ids):
     keep_freed_memory()  # as the training and test programs do: on a CPU it changes the step time a lot
     device = torch.device('cuda' if cuda_ids else 'cpu')
     where = torch.cuda.get_device_name(0) if cuda_ids else f'the CPU (torch threads: {torch.get_num_threads()})'
-    data = Path(args.data).resolve()
+    downloads = Path(args.data).resolve()
     print(f'Dry run: nothing is prepared, trained or tested; options files written to {out / "options"}.')
     print(f'Run from {out}; {len(experiments)} experiments for table(s) {", ".join(map(str, args.tables))}, '
           f'{args.gpus} GPU(s) per training, {args.jobs} at a time.')
     for dataset in sorted({exp.dataset for exp in experiments}, key=DATASETS.index):
         if not is_prepared(out, dataset):
-            print(f'prepare {dataset}: {shlex.join(prepare_command(data, out, dataset))}')
+            print(f'prepare {dataset}: {shlex.join(prepare_command(downloads, out, dataset))}')
     print(f'Timing on {where}: {args.estimate_iters} training iteration(s) per network after one warm-up, batch '
           f'{PAPER_BATCH // args.gpus} per GPU, and one {ESTIMATE_IMAGE[0]}x{ESTIMATE_IMAGE[1]} test image; '
           'data loading is not included.\n')
     score_s = time_metrics()
     timings, remaining = {}, []
     for number, exp in enumerate(experiments, 1):
-        key = json.dumps([exp.train_opt['network_g'], exp.train_opt['datasets']['train'], exp.train_opt['train']],
-                         sort_keys=True)
+        data = exp.train_opt['datasets']['train']
+        key = json.dumps([exp.train_opt['network_g'], data['batch_size_per_gpu'], data['gt_size'],
+                          exp.train_opt['train'].get('bf16')], sort_keys=True)  # what sets the speed
         if key not in timings:
             timings[key] = time_network(exp.train_opt, args.estimate_iters, device)
         train_s, eval_s, state, detail = estimate(exp, out, args, timings[key], score_s)
