@@ -135,8 +135,8 @@ def build_experiments(tables):
     experiments = {}
     for table in sorted(tables):
         for row in TABLES[table][1]:
-            variant = {**DEFAULT_VARIANT, **dict(row.variant)}
-            exp = experiments.setdefault(row_experiment(row), Experiment(row_experiment(row), row.dataset, variant))
+            name = row_experiment(row)
+            exp = experiments.setdefault(name, Experiment(name, row.dataset, {**DEFAULT_VARIANT, **dict(row.variant)}))
             if table not in exp.tables:
                 exp.tables.append(table)
     return list(experiments.values())
@@ -233,10 +233,9 @@ def is_prepared(out, dataset):
 
 def pair_count(out, dataset, split):
     """Pairs of a prepared split (files in its input/), or None when it is not prepared."""
-    folder = prepared_dir(out, dataset) / split / 'input'
     if not is_prepared(out, dataset):
         return None
-    return sum(1 for entry in os.scandir(folder) if entry.is_file())
+    return sum(1 for entry in os.scandir(prepared_dir(out, dataset) / split / 'input') if entry.is_file())
 
 
 def run_dir(out, name):
@@ -554,7 +553,6 @@ def rainy_scores(out, dataset):
     if scores is not None:
         return scores
     import cv2
-    import numpy as np
 
     import dsmnet_arch  # noqa: F401  (BasicSR fixes before basicsr is imported)
     from basicsr.metrics import calculate_psnr, calculate_ssim
@@ -569,7 +567,7 @@ def rainy_scores(out, dataset):
         for space, y_channel in (('y', True), ('rgb', False)):
             sums[f'psnr_{space}'] += calculate_psnr(lq, gt, crop_border=0, test_y_channel=y_channel)
             sums[f'ssim_{space}'] += calculate_ssim(lq, gt, crop_border=0, test_y_channel=y_channel)
-    scores = {key: float(np.float64(value) / len(names)) for key, value in sums.items()}
+    scores = {key: float(value) / len(names) for key, value in sums.items()}
     scores['images'] = len(names)
     write_json(cache, scores)
     return scores
@@ -640,7 +638,7 @@ def collect_tables(out, failures, settings):
         for row in rows:
             name = row_experiment(row)
             metrics = read_json(run_dir(out, name) / 'metrics.json')
-            state = 'done' if metrics else f'failed: {failures[name]}' if name in failures else 'not run yet'
+            state = 'done' if metrics else f'failed: {failures[name]}' if name in failures else 'not finished'
             entries.append({'label': row.label, 'dataset': row.dataset, 'experiment': name, 'status': state,
                             'total_iter': metrics['total_iter'] if metrics else None, **_compare(row.paper, metrics)})
         tables[str(number)] = {'title': title, 'rows': entries}
@@ -685,7 +683,8 @@ def render_tables(report):
                   _md_row(['row', 'paper', 'ours Y', 'Y - paper', 'ours RGB', 'RGB - paper', 'experiment', 'status']),
                   _md_row(['---'] + ['---:'] * 5 + ['---'] * 2)]
         for entry in table['rows']:
-            lines.append(_md_row([entry['label']] + _md_figures(entry) + [f'`{entry["experiment"]}`', entry['status']]))
+            state = entry['status'].replace('|', '\\|')  # a log line may hold one
+            lines.append(_md_row([entry['label']] + _md_figures(entry) + [f'`{entry["experiment"]}`', state]))
         lines.append('')
     return '\n'.join(lines)
 

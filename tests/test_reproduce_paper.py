@@ -222,7 +222,7 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
     for title in ('Which colour space', 'Table 2', 'Table 3', 'Table 4', 'Table 5'):
         assert f'## {title}' in md
     assert '| M1 | 36.15 / 0.9757 |' in md and '| Rain800 | 2 | 21.16 / 0.652 |' in md
-    assert 'not run yet' not in md and 'failed' not in md and 'Not the paper\'s settings' in md
+    assert 'not finished' not in md and 'failed' not in md and 'Not the paper\'s settings' in md
 
     # 4. And again: everything is finished, nothing runs.
     before = {p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('*.json')}
