@@ -773,10 +773,10 @@ def time_metrics():
 def estimate(exp, out, args, timing, score_s):
     """Estimated seconds left for ``exp``: (training, validation + test, state, detail)."""
     state, detail = status(exp, out, args.gpus)
-    total = exp.train_opt['train']['total_iter']
-    done = {'done': total, 'trained': total, 'resume': detail or 0}.get(state, 0)
     if state == 'done':
         return 0., 0., state, detail
+    total = exp.train_opt['train']['total_iter']
+    done = total if state == 'trained' else detail if state == 'resume' else 0
     per_iter, per_image = timing
     images = pair_count(out, exp.dataset, 'test') or PAPER_PAIRS[exp.dataset][1]
     val_freq = exp.train_opt['val']['val_freq']
