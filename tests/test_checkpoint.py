@@ -194,8 +194,9 @@ def test_atomic_save_replaces_the_file_through_a_hidden_file_beside_it(tmp_path,
     assert sorted(os.listdir(tmp_path / 'models')) == ['net.pth', 'other.pth']
 
 
-def test_atomic_save_gives_the_permissions_of_a_plainly_created_file(tmp_path):
-    umask = os.umask(0o027)
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_save_gives_the_permissions_of_a_plainly_created_file(tmp_path, umask, mode):
+    umask = os.umask(umask)
     try:
         atomic_save({'w': torch.ones(1)}, tmp_path / 'net.pth')
         with open(tmp_path / 'plain', 'wb'):
@@ -203,7 +204,7 @@ def test_atomic_save_gives_the_permissions_of_a_plainly_created_file(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == stat.S_IMODE(os.stat(tmp_path / 'plain').st_mode)
-    assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == 0o640  # not mkstemp's 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == mode  # 0o644: not mkstemp's 0o600
 
 
 @pytest.fixture

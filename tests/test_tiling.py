@@ -75,11 +75,15 @@ def test_peak_tensor_memory_counts_each_storage_once_while_it_lives():
         assert (memory.live, memory.peak) == (8000, 8000)
         del c
         assert (memory.live, memory.peak) == (4000, 8000)
-        for _ in range(20):  # storages freed and made again (Python reuses the freed objects' addresses)
+        for _ in range(20):  # made and freed again and again: Python reuses the freed objects' addresses
             t = torch.ones(100)
-        assert (memory.live, memory.peak) == (4400, 8000)
-        del a, b, t
+            assert memory.live == 4400
+            del t
+        del a, b
         assert (memory.live, memory.peak) == (0, 8000)
+    with _PeakTensorMemory() as idle:
+        pass
+    assert (idle.live, idle.peak) == (0, 0)
 
 
 def test_auto_tile_is_the_largest_multiple_of_32_that_fits():
@@ -98,9 +102,9 @@ def test_auto_tile_is_the_largest_multiple_of_32_that_fits():
 
 
 def test_not_enough_memory_names_the_budget_and_the_cost_per_pixel():
-    message = 'Not enough free memory for even a 160x160 tile (3 MiB available, about 2.0 KiB per pixel)'
+    message = 'Not enough free memory for even a 160x160 tile (3 MiB available, about 100.0 KiB per pixel)'
     with pytest.raises(MemoryError, match=f'^{re.escape(message)}$'):
-        auto_tile(2048, 4000, 3000, budget=3 * 2**20, overlap=64)
+        auto_tile(100 * 1024, 4000, 3000, budget=3 * 2**20, overlap=64)
 
 
 def fake_meminfo(monkeypatch, text):
