@@ -175,6 +175,11 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
                for d in ('Rain100L', 'Rain100H', 'Rain800', 'Rain1400') for s in ('train', 'test'))
     assert reproduce.training_states(out, 'DSMNet_Rain100H') == [1, 2]
     assert not (out / 'runs' / 'DSMNet_Rain100H' / 'metrics.json').exists()
+    monkeypatch.setattr(reproduce, 'ESTIMATE_IMAGE', (H, W))
+    assert reproduce.main(argv + ['--dry-run', '--estimate-iters', '1']) == 0
+    text = capsys.readouterr().out
+    assert re.search(r'DSMNet_Rain100H  tables 2  Rain100H  4 iterations \(3 pairs\)  resumes from iteration 2', text)
+    assert 'prepare ' not in text
 
     # 2. The same command again: it resumes; one training is killed (that process alone), is
     # reported, and all the others still run.
