@@ -350,8 +350,8 @@ def parse_args(argv=None):
     parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
                         help='fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
     parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the network: the first image (or tile) of each size compiles, which '
-                        'pays off only for many of one size on a GPU (docs/benchmarks.md)')
+                        help='torch.compile the network: each new image (or tile) size compiles first, which takes '
+                        'minutes on a CPU, where it also ran slower than without (docs/benchmarks.md)')
     parser.add_argument('--compare', action='store_true', help='also write input | derained to OUTDIR/compare/')
     args = parser.parse_args(argv)
     if args.tile_overlap is not None and args.tile_overlap < 0:
