@@ -160,8 +160,9 @@ def test_auto_tile_is_sized_from_the_gpus_free_memory(tmp_path, small_weights):
     args = ['-i', tmp_path / 'rain.png', '--weights', small_weights, '--device', 'cuda']
     assert infer.main([str(a) for a in args + ['-o', tmp_path / 'auto', '--tile', 'auto']]) == 0
     assert infer.main([str(a) for a in args + ['-o', tmp_path / 'whole', '--tile', '0']]) == 0
-    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'auto' / 'rain.png')),
-                                  cv2.imread(str(tmp_path / 'whole' / 'rain.png')))
+    auto = cv2.imread(str(tmp_path / 'auto' / 'rain.png')).astype(np.int16)
+    whole = cv2.imread(str(tmp_path / 'whole' / 'rain.png')).astype(np.int16)
+    assert np.abs(auto - whole).max() <= 1  # one pass over the whole image both times (cuDNN may round otherwise)
 
 
 def test_torchrun_on_nccl_with_one_process_per_gpu(tmp_path, toy_data):
