@@ -29,7 +29,7 @@ KNOWN_KEYS = {
          'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume',
          'root_path'),
     'train': ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-              'nonfinite_loss', 'bf16'),
+              'nonfinite_loss', 'bf16', 'amp', 'compile'),
     'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar'),
     'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
     'path': ('pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'ignore_resume_networks',

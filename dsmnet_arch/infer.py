@@ -222,7 +222,7 @@ def precision_context(device, precision):
         return contextlib.nullcontext()
     if precision == 'fp16' and device.type != 'cuda':
         raise ValueError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise ValueError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32')
     return torch.autocast(device.type, dtype=torch.float16 if precision == 'fp16' else torch.bfloat16)
 

@@ -243,3 +243,13 @@ def test_atomic_save_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(torch.load(target, weights_only=True)['params']['w'], torch.ones(3))
     assert os.listdir(tmp_path) == ['net_g_latest.pth']
+
+
+def test_derain_models_own_train_options_are_known(toy_data):
+    from dsmnet_arch.checks import OptionsError, check_options
+
+    opt = train_options(toy_data, amp='bf16', compile=False, nonfinite_loss='skip', bf16=True)
+    assert check_options(opt) == []
+    opt['train']['amps'] = 'bf16'
+    with pytest.raises(OptionsError, match='Option train:amps is not read by BasicSR; did you mean train:amp?'):
+        check_options(opt)
