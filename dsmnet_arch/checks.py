@@ -15,11 +15,11 @@ import logging
 import os
 import sys
 
-from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 from PIL import Image
 
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 
+from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 
 # Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read. A key
 # not listed here that is a near-miss of one that is ("total_iters", "pixle_opt") is an error;

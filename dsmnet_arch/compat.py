@@ -107,6 +107,7 @@ def _patch_ddp():
     # BaseModel.model_to_device wraps DDP with device_ids=[torch.cuda.current_device()]: fails
     # on CPU (gloo) processes. CPU modules take device_ids=None.
     from torch.nn.parallel import DataParallel, DistributedDataParallel
+
     from basicsr.models.base_model import BaseModel
 
     def model_to_device(self, net):
@@ -144,7 +145,9 @@ def _patch_dist_init():
     # ZeroDivisionError without GPUs, and the global rank (not LOCAL_RANK) on multi-node runs.
     # Without CUDA, use the gloo backend and no device.
     import subprocess
+
     import torch.distributed as dist
+
     from basicsr.utils import dist_util
 
     def init(backend, local_rank):

@@ -24,14 +24,21 @@ import yaml
 from tqdm import tqdm
 
 import dsmnet_arch  # noqa: F401  (BasicSR fixes, registers DSMNet)
-from basicsr.utils import img2tensor, tensor2img
-from basicsr.utils.options import ordered_yaml
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
 from dsmnet_arch.checkpoint import arch_from_checkpoint, load_checkpoint, state_dict_from_checkpoint
 from dsmnet_arch.models.derain_model import COMPILE_DEFAULTS
+from dsmnet_arch.tiling import (
+    DEFAULT_OVERLAP,
+    activation_bytes_per_pixel,
+    auto_tile,
+    count_tiles,
+    free_memory,
+    tiled_forward,
+)
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
-from dsmnet_arch.tiling import DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, count_tiles, free_memory, \
-    tiled_forward
+
+from basicsr.utils import img2tensor, tensor2img
+from basicsr.utils.options import ordered_yaml
 
 SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff')  # the others store 8 bits per sample
 NO_ALPHA_EXTENSIONS = ('.jpg', '.jpeg')

@@ -9,9 +9,9 @@ if __package__ in (None, ''):  # run as a file: import the package from this che
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import dsmnet_arch  # noqa: E402,F401  (BasicSR fixes, registers DSMNet)
-import basicsr.test  # noqa: E402
-
 from dsmnet_arch.checks import run_pipeline  # noqa: E402
+
+import basicsr.test  # noqa: E402
 
 
 def main():

@@ -74,14 +74,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import dsmnet_arch  # noqa: F401  (BasicSR compatibility fixes before basicsr is imported)
-from basicsr.data.paired_image_dataset import PairedImageDataset
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-from basicsr.utils.options import ordered_yaml
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
 from dsmnet_arch.models.derain_model import AMP_DTYPES, COMPILE_DEFAULTS
 from dsmnet_arch.tiling import count_tiles, tile_side, tiled_forward
 from dsmnet_arch.utils import keep_freed_memory
+
+from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+from basicsr.utils.options import ordered_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -87,7 +87,8 @@ def worker(job):
     seconds = time.perf_counter() - start
     if job['save']:
         np.save(job['save'], out)
-    print(json.dumps(dict(seconds=seconds, megapixels=height * width / 1e6, rss_before=before, peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(dict(seconds=seconds, megapixels=height * width / 1e6, rss_before=before, peak_rss=peak,
                           tiles=count_tiles(height, width, job['tile'], job['overlap'], multiple))))
 
 

@@ -21,6 +21,7 @@ if __package__ in (None, ''):  # run as a file: import the package from this che
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsmnet_arch  # noqa: E402,F401  (BasicSR fixes before basicsr is imported)
+
 from basicsr.metrics import calculate_psnr, calculate_ssim  # noqa: E402
 
 METRICS = (('PSNR-Y', calculate_psnr, True), ('SSIM-Y', calculate_ssim, True), ('PSNR-RGB', calculate_psnr, False),

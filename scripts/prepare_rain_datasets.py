@@ -16,7 +16,6 @@ if __package__ in (None, ''):  # run as a file: import the package from this che
 from dsmnet_arch.preparation import DATASETS, LAYOUTS, PreparationError, prepare_dataset, resolve_sources  # noqa: E402
 
 
-
 def _names(layout, split):
     """A split's release folder name(s) for the help text."""
     folders = layout.folders[split]

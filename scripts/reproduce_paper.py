@@ -555,6 +555,7 @@ def rainy_scores(out, dataset):
     import cv2
 
     import dsmnet_arch  # noqa: F401  (BasicSR fixes before basicsr is imported)
+
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     test = prepared_dir(out, dataset) / 'test'
@@ -713,6 +714,7 @@ def time_network(train_opt, iters, device):
     import torch
 
     import dsmnet_arch  # noqa: F401
+
     from basicsr.archs import build_network
     from basicsr.losses import build_loss
 
@@ -759,6 +761,7 @@ def time_metrics():
     import numpy as np
 
     import dsmnet_arch  # noqa: F401
+
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     rng = np.random.default_rng(0)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the test suite on the CPU: bash scripts/test.sh [pytest args]. Sets up .venv first.
+# Checks the style and runs the test suite on the CPU: bash scripts/test.sh [pytest args]. Sets up .venv first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
 # Idle OpenMP threads sleep instead of spinning (spinning threads slow a shared CPU many times).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# The house style (ruff.toml): lint and import order first, then the tests.
+ruff check .
 set +e
 python -m pytest tests "$@"
 status=$?

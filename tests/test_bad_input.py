@@ -26,8 +26,9 @@ def fresh_basicsr_logger():
 
 def _run_train(monkeypatch, capsys, tmp_path, opt, *extra_args):
     """Run dsmnet_arch.train in this process; return (exit status, stderr)."""
-    import basicsr.train
     from dsmnet_arch import train
+
+    import basicsr.train
 
     yml = write_yaml(tmp_path / 'train.yml', opt)
     monkeypatch.chdir(tmp_path)
@@ -199,9 +200,10 @@ def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(monkeypatch, capsys,
 
 
 def test_nonfinite_loss_skip_drops_the_batch(monkeypatch, capsys, tmp_path, toy_data):
-    import basicsr.train
     from dsmnet_arch import train
     from dsmnet_arch.models.derain_model import DerainModel
+
+    import basicsr.train
 
     real_step = DerainModel.optimize_parameters
     snapshots = {}

@@ -9,13 +9,19 @@ import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401  (applies the BasicSR fixes)
-import basicsr.train
-from basicsr.models.base_model import BaseModel
 from dsmnet_arch import compat
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.checkpoint import (arch_from_checkpoint, arch_record, atomic_save, load_checkpoint,
-                                    state_dict_from_checkpoint)
+from dsmnet_arch.checkpoint import (
+    arch_from_checkpoint,
+    arch_record,
+    atomic_save,
+    load_checkpoint,
+    state_dict_from_checkpoint,
+)
 from dsmnet_arch.compat import _resume_state_path
+
+import basicsr.train
+from basicsr.models.base_model import BaseModel
 
 TINY = dict(num_feat=8, num_levels=2, num_subspaces=4)
 
@@ -36,8 +42,9 @@ def test_missing_and_unreadable_files_are_named(tmp_path):
     (tmp_path / 'cut.pth').write_bytes((tmp_path / 'w.pth').read_bytes()[:3000])
     with pytest.raises(ValueError) as err:
         load_checkpoint(tmp_path / 'cut.pth')
-    assert str(err.value).startswith(f'Cannot load checkpoint {tmp_path / "cut.pth"}: not a readable PyTorch checkpoint')
-    assert len(str(err.value).splitlines()) == 1
+    message = str(err.value)
+    assert message.startswith(f'Cannot load checkpoint {tmp_path / "cut.pth"}: not a readable PyTorch checkpoint')
+    assert len(message.splitlines()) == 1
 
 
 def test_weights_are_found_under_params_ema_params_or_bare():

@@ -9,9 +9,18 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet)
+from dsmnet_arch.archs.dsmnet_arch import (
+    ATTENTIONS,
+    CADB,
+    MAB,
+    MAB_VARIANTS,
+    DSMNet,
+    FusionBlock,
+    SubspaceAttention,
+    args_from_state_dict,
+)
+
 from basicsr.archs import build_network
-from dsmnet_arch.archs.dsmnet_arch import (ATTENTIONS, MAB, MAB_VARIANTS, CADB, DSMNet, FusionBlock, SubspaceAttention,
-                                           args_from_state_dict)
 
 from conftest import REPO
 

@@ -8,12 +8,13 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import run_entry
 from dsmnet_arch import export
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.checkpoint import arch_record
 from dsmnet_arch.infer import build_model
 from dsmnet_arch.tiling import tiled_forward
+
+from conftest import run_entry
 
 #: A paper Table 5 variant other than the default: the graph must follow the checkpoint's record.
 NETWORK = dict(type='DSMNet', num_feat=8, num_levels=3, num_subspaces=4, mab_variant='M3')

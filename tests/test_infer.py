@@ -11,10 +11,19 @@ import torch
 import yaml
 
 import dsmnet_arch.infer as infer
-from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
-from dsmnet_arch.tiling import (DEFAULT_OVERLAP, activation_bytes_per_pixel, auto_tile, axis_weights, count_tiles,
-                                tile_side, tile_starts, tiled_forward)
+from dsmnet_arch.tiling import (
+    DEFAULT_OVERLAP,
+    activation_bytes_per_pixel,
+    auto_tile,
+    axis_weights,
+    count_tiles,
+    tile_side,
+    tile_starts,
+    tiled_forward,
+)
+
+from basicsr.metrics.psnr_ssim import calculate_psnr_pt
 
 from conftest import REPO, run_entry
 
@@ -175,7 +184,7 @@ def expected_output(model, file_img):
     return out * scale
 
 
-@pytest.mark.parametrize('ext,layout,dtype', FORMATS, ids=[f'{e[1:]}-{l}-{d.__name__}' for e, l, d in FORMATS])
+@pytest.mark.parametrize('ext,layout,dtype', FORMATS, ids=[f'{e[1:]}-{lay}-{d.__name__}' for e, lay, d in FORMATS])
 def test_formats_round_trip_with_size_depth_and_channels(tmp_path, weights, ext, layout, dtype):
     path, model = weights
     file_img = make_file_image(layout, dtype)

@@ -3,11 +3,13 @@ import glob
 import os
 import shutil
 
-import basicsr
 import torch
 
-from conftest import eval_options, run_entry, train_options, write_yaml
 from dsmnet_arch.link_basicsr import STUB, STUB_NAME, main, our_options
+
+import basicsr
+
+from conftest import eval_options, run_entry, train_options, write_yaml
 
 #: What running the clone's scripts adds to it: bytecode and BasicSR's output folders.
 RUN_OUTPUTS = ('__pycache__', 'experiments', 'results', 'tb_logger')

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet, MSESSIMLoss, DerainModel)
-from basicsr.models import build_model
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.models.derain_model import amp_mode
+
+from basicsr.models import build_model
 
 from test_mse_ssim_loss import rainy_pair
 

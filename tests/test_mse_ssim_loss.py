@@ -5,11 +5,12 @@ import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet and MSESSIMLoss)
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss, ssim
+
 from basicsr.losses import build_loss
 from basicsr.metrics.psnr_ssim import calculate_ssim, calculate_ssim_pt
 from basicsr.models import build_model
-from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss, ssim
 
 
 def image_pair(seed=0, shape=(2, 3, 24, 20)):
@@ -56,12 +57,12 @@ def hard_pairs():
     """Image pairs where float32 SSIM is hardest: bright and nearly flat (E[x^2] - E[x]^2 cancels)."""
     g = torch.Generator().manual_seed(5)
     shape = (4, 3, 32, 40)
+    brightness = torch.tensor([0.05, 1.0, 0.5, 0.9]).view(4, 1, 1, 1)  # one per image
     return {
         'random': (torch.rand(shape, generator=g), torch.rand(shape, generator=g)),
         'bright flat': (0.98 + 0.01 * torch.rand(shape, generator=g), 0.97 + 0.01 * torch.rand(shape, generator=g)),
         'white, faint noise': (torch.full(shape, 0.99), 0.99 + 1e-3 * torch.rand(shape, generator=g)),
-        'dark and bright images': (torch.rand(shape, generator=g) * torch.tensor([0.05, 1.0, 0.5, 0.9]).view(4, 1, 1, 1),
-                                   torch.rand(shape, generator=g)),
+        'dark and bright images': (torch.rand(shape, generator=g) * brightness, torch.rand(shape, generator=g)),
         # means near 0, where the constant c1 = (0.01 * 255)^2 decides the luminance term
         'dark': (0.02 * torch.rand(shape, generator=g), 0.03 * torch.rand(shape, generator=g)),
     }

@@ -14,18 +14,20 @@ import os
 import re
 import sys
 
-import basicsr.test
-import basicsr.train
 import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
+
+from dsmnet_arch.checks import run_pipeline
+from dsmnet_arch.preparation import LAYOUTS, prepare_dataset
+
+import basicsr.test
+import basicsr.train
 from basicsr.metrics import calculate_niqe
 
 from conftest import REPO, write_pairs
-from dsmnet_arch.checks import run_pipeline
-from dsmnet_arch.preparation import LAYOUTS, prepare_dataset
 
 REAL_RAIN = os.path.join(REPO, 'options', 'test_DSMNet_RealRain.yml')
 FILES = sorted(f for f in glob.glob(os.path.join(REPO, 'options', '*_DSMNet_*.yml'))

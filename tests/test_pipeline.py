@@ -12,6 +12,7 @@ from conftest import REPO, eval_options, run_entry, train_options, write_yaml
 
 def test_import_registers_everything_and_fixes_torchvision():
     import dsmnet_arch  # noqa: F401
+
     from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
     assert ARCH_REGISTRY.get('DSMNet').__module__ == 'dsmnet_arch.archs.dsmnet_arch'
@@ -19,6 +20,7 @@ def test_import_registers_everything_and_fixes_torchvision():
     assert MODEL_REGISTRY.get('DerainModel').__module__ == 'dsmnet_arch.models.derain_model'
     # basicsr.data.degradations needs the module torchvision 0.17 removed
     from torchvision.transforms.functional_tensor import rgb_to_grayscale
+
     from basicsr.data import degradations
     assert degradations.rgb_to_grayscale is rgb_to_grayscale
 

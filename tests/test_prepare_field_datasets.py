@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from conftest import load_script
 from dsmnet_arch import preparation as rd
+
+from conftest import load_script
 from test_prepare_rain_datasets import assert_levels, clean, flat, rainy, read, save
 
 RAIN13K_SETS = ('Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200')

@@ -11,12 +11,14 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
+
+from dsmnet_arch import preparation as rd
+from dsmnet_arch.preparation import inspection, writing
+
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from conftest import load_script
-from dsmnet_arch import preparation as rd
-from dsmnet_arch.preparation import inspection, writing
 
 H, W = 64, 72  # at least the options' 64 x 64 crop
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from dsmnet_arch.data.rain_synthesis import PRESETS, StreakLayer, streak_coverage, streak_kernel, synthesize_rain
+
 from conftest import REPO, run_entry
-from dsmnet_arch.data.rain_synthesis import (PRESETS, StreakLayer, streak_coverage, streak_kernel,
-                                             synthesize_rain)
 
 
 def textured(height=96, width=128, seed=0):

@@ -6,15 +6,17 @@ BasicSR's NIQE is finite); the network is a tiny random-weight DSMNet.
 import os
 import re
 
-import basicsr.test
 import cv2
 import numpy as np
 import pytest
 import torch
+
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+
+import basicsr.test
 from basicsr.metrics import calculate_niqe
 
 from conftest import REPO, load_script, run_entry, small_network, write_yaml
-from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from test_options import run
 
 

@@ -3,11 +3,13 @@ folders left by interrupted preparations, and damaged records of earlier ones.""
 import os
 
 import pytest
+
+from dsmnet_arch import preparation
+from dsmnet_arch.checks import OptionsError, check_options
+
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 from conftest import train_options
-from dsmnet_arch import preparation
-from dsmnet_arch.checks import OptionsError, check_options
 from test_prepare_rain_datasets import make_rain100
 
 

@@ -4,8 +4,9 @@ import textwrap
 
 import torch
 
-from conftest import REPO, run_entry
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
+
+from conftest import REPO, run_entry
 
 ARCH_FILE = os.path.join(REPO, 'dsmnet_arch', 'archs', 'dsmnet_arch.py')
 NETWORK = dict(num_feat=8, num_levels=3, num_subspaces=4)

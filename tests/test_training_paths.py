@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401
+
 from basicsr.models import build_model
 
 from conftest import run_entry, train_options, write_yaml

@@ -313,7 +313,8 @@ class DSMNet(nn.Module):
         if num_out_ch != num_in_ch:
             raise ValueError(f'num_out_ch must equal num_in_ch={num_in_ch} (the output is I - R), got {num_out_ch}')
         if mab_variant not in MAB_VARIANTS:
-            raise ValueError(f'mab_variant must be one of {", ".join(MAB_VARIANTS)} (paper Table 5); got {mab_variant!r}')
+            raise ValueError(f'mab_variant must be one of {", ".join(MAB_VARIANTS)} (paper Table 5); '
+                             f'got {mab_variant!r}')
         self.num_levels = num_levels
         self.attention = attention
         self.level_down = level_down

@@ -4,12 +4,13 @@ from collections import OrderedDict
 from os import path as osp
 
 import torch
+
+from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
+
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-
-from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
 
 NONFINITE_CHOICES = ('stop', 'skip')
 #: ``train:amp`` values and the autocast dtype of each; ``false`` (the default) trains in fp32.

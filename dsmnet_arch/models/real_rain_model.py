@@ -4,11 +4,12 @@ import os
 from os import path as osp
 
 import numpy as np
+
+from dsmnet_arch.models.derain_model import DerainModel
+
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
-
-from dsmnet_arch.models.derain_model import DerainModel
 
 #: Appended to a metric's name for its score of the rainy input.
 INPUT_SUFFIX = '_input'

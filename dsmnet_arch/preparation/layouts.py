@@ -8,8 +8,16 @@ function from the pieces of :mod:`dsmnet_arch.preparation.discovery` and give it
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
-from dsmnet_arch.preparation.discovery import (files_by_key, has_paired_folders, images_in, keyed_images, listed_pairs,
-                                                match_pairs, side_by_side, subfolder)
+from dsmnet_arch.preparation.discovery import (
+    files_by_key,
+    has_paired_folders,
+    images_in,
+    keyed_images,
+    listed_pairs,
+    match_pairs,
+    side_by_side,
+    subfolder,
+)
 from dsmnet_arch.preparation.report import PreparationError
 
 SPLITS = ('train', 'test')

@@ -192,6 +192,6 @@ def _finished_split(out):
         raise PreparationError(f'Cannot read {marker}: {err}') from None
     missing = RECORD_FIELDS - set(record) if isinstance(record, dict) else RECORD_FIELDS
     if missing:
-        raise PreparationError(f'Cannot read {marker}: not a record of a preparation (no {", ".join(sorted(missing))}); '
-                               'remove the folder to prepare it again')
+        raise PreparationError(f'Cannot read {marker}: not a record of a preparation '
+                               f'(no {", ".join(sorted(missing))}); remove the folder to prepare it again')
     return record

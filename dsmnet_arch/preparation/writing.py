@@ -5,10 +5,11 @@ import shutil
 from pathlib import Path
 
 import cv2
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from tqdm import tqdm
 
 from dsmnet_arch.preparation.report import PreparationError
+
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
 
 def write_pairs(pairs, out, compress_level, placed, progress, desc):
