@@ -22,7 +22,7 @@ from dsmnet_arch.tiling import count_tiles, free_memory
 
 from conftest import run_entry, train_options, write_yaml
 from test_distributed import RECORDER
-from test_fast_equivalence import SMALL, randomised
+from test_fast_equivalence import SMALL, channels_last_by_block, randomised
 from test_infer import smooth_image
 from test_mixed_precision import batch, derain_model
 
@@ -81,17 +81,8 @@ def test_every_block_stays_channels_last(train, precision):
     the usual inference case; batch 2 in train mode)."""
     torch.manual_seed(0)
     net = DSMNet(**SMALL).cuda().train(train)
-    formats = {}
-
-    def check(name, out):  # tensors of one channel or one pixel are both layouts at once
-        if out.shape[1] > 1 and out.shape[-1] * out.shape[-2] > 1:
-            formats[name] = out.stride() == torch.empty(out.shape, memory_format=torch.channels_last).stride()
-
-    for name, module in net.named_modules():
-        if name:
-            module.register_forward_hook(lambda m, args, out, name=name: check(name, out))
     with torch.set_grad_enabled(train), torch.autocast('cuda', dtype=torch.float16, enabled=precision == 'fp16'):
-        net(torch.rand(2 if train else 1, 3, 16, 16, device='cuda'))
+        formats = channels_last_by_block(net, torch.rand(2 if train else 1, 3, 16, 16, device='cuda'))
     assert len(formats) > 50 and [name for name, ok in formats.items() if not ok] == []
 
 

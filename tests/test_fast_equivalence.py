@@ -184,18 +184,30 @@ def test_every_block_stays_channels_last(batch):
     """
     torch.manual_seed(0)
     net = DSMNet(**SMALL).eval()
+    with torch.no_grad():
+        formats = channels_last_by_block(net, torch.rand(batch, 3, 16, 16))
+    assert len(formats) > 50 and [name for name, ok in formats.items() if not ok] == []
+
+
+def channels_last_by_block(net, x):
+    """{block name: whether its output is channels-last} for one forward pass of ``net`` on ``x``.
+
+    Outputs of one channel or one pixel are both layouts at once and are left out.
+    """
     formats = {}
 
-    def check(name, out):  # tensors of one channel or one pixel are both layouts at once
+    def check(name, out):
         if out.shape[1] > 1 and out.shape[-1] * out.shape[-2] > 1:
             formats[name] = out.stride() == torch.empty(out.shape, memory_format=torch.channels_last).stride()
 
-    for name, module in net.named_modules():
-        if name:
-            module.register_forward_hook(lambda m, args, out, name=name: check(name, out))
-    with torch.no_grad():
-        net(torch.rand(batch, 3, 16, 16))
-    assert len(formats) > 50 and [name for name, ok in formats.items() if not ok] == []
+    hooks = [module.register_forward_hook(lambda m, args, out, name=name: check(name, out))
+             for name, module in net.named_modules() if name]
+    try:
+        net(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return formats
 
 
 def flops(fn, *args):
