@@ -16,11 +16,6 @@ from dsmnet_arch.checkpoint import load_checkpoint, state_dict_from_checkpoint
 _applied = False
 
 
-def _storage_device():
-    """The device BasicSR meant with ``storage.cuda(current_device)``, or the CPU without CUDA."""
-    return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
-
-
 def _patch_functional_tensor():
     # basicsr.data.degradations imports torchvision.transforms.functional_tensor (removed in torchvision 0.17).
     name = 'torchvision.transforms.functional_tensor'
@@ -45,8 +40,10 @@ def _patch_resume_state():
     # basicsr.train.load_resume_state maps the state with storage.cuda() (fails without a GPU),
     # unpickles with torch's defaults, and resolves the experiment folder against the current
     # directory, so an explicit resume_state from elsewhere finds no models and no folders.
-    # Load onto the current device (CPU if none), weights only, and continue writing into the
-    # experiment folder that holds the state file.
+    # Load onto the CPU, weights only (the optimizers' load_state_dict then puts each tensor where a
+    # fresh optimizer keeps it: moments beside the parameters, Adam's step counters on the CPU, so a
+    # state saved on any device resumes on any other), and continue writing into the experiment
+    # folder that holds the state file.
     import basicsr.train
     from basicsr.utils import check_resume
 
@@ -55,7 +52,7 @@ def _patch_resume_state():
         if path is None:
             return None
         opt['path']['resume_state'] = path
-        state = load_checkpoint(path, map_location=_storage_device())
+        state = load_checkpoint(path, map_location='cpu')
         if not isinstance(state, dict) or not {'epoch', 'iter', 'optimizers', 'schedulers'} <= set(state):
             raise ValueError(f'Cannot resume from {path}: not a BasicSR training state '
                              '(expected the keys "epoch", "iter", "optimizers", "schedulers")')

@@ -204,12 +204,10 @@ class DerainModel(SRModel):
     def resume_training(self, resume_state):
         """Optimizer, scheduler, best-metric record and gradient scaler from a training state.
 
-        States saved on another device resume here: the optimizer states are handed over from the CPU,
-        so ``load_state_dict`` puts each tensor where a fresh optimizer keeps it (Adam's ``step``
-        counters on the CPU, unless capturable or fused), whatever device the state was loaded onto.
-        States without a scaler (saved without fp16, or by older versions) start the scaler afresh.
+        States saved on another device resume here (``dsmnet_arch.compat`` loads them onto the CPU,
+        and ``load_state_dict`` puts each tensor where a fresh optimizer keeps it). States without a
+        scaler (saved without fp16, or by older versions) start the scaler afresh.
         """
-        resume_state = dict(resume_state, optimizers=[_to_cpu(o) for o in resume_state['optimizers']])
         super().resume_training(resume_state)
         best = resume_state.get('best_metric_results')
         if best:
@@ -222,13 +220,3 @@ class DerainModel(SRModel):
         elif scaler_state:
             get_root_logger().info(f'Gradient scaler state ignored: train:amp is {self.amp or "false"}, not fp16.')
 
-
-def _to_cpu(obj):
-    """``obj`` (nested dicts and lists of tensors) with every tensor on the CPU."""
-    if torch.is_tensor(obj):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
