@@ -294,3 +294,17 @@ def test_auto_resume_without_root_path_looks_under_the_current_directory(tmp_pat
     opt = {'auto_resume': True, 'name': 'run', 'path': {'resume_state': None}}
     assert _resume_state_path(opt) == os.path.join('.', 'experiments', 'run', 'training_states', '3.state')
 
+
+
+def test_training_states_load_onto_the_cpu_whatever_device_saved_them(tmp_path, monkeypatch, load_resume_state):
+    """The optimizers' load_state_dict then places each tensor (Adam's step counters stay on the CPU)."""
+    write_state(tmp_path / 'run' / 'training_states')
+    calls = []
+
+    def recording_load(path, **kwargs):
+        calls.append(kwargs)
+        return load_checkpoint(path, **kwargs)
+
+    monkeypatch.setattr(compat, 'load_checkpoint', recording_load)
+    load_resume_state(resume_options(str(tmp_path / 'run' / 'training_states' / '4.state')))
+    assert calls == [{'map_location': 'cpu'}]
