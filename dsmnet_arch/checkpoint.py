@@ -79,6 +79,17 @@ def arch_from_checkpoint(checkpoint, path):
     return args.pop('type'), args
 
 
+def arch_mismatch(checkpoint, path, network_opt, arch_class):
+    """How the network that ``network_opt`` builds with ``arch_class`` differs from the one the
+    checkpoint's record names: ``'argument=ours vs recorded'`` strings, none when the checkpoint
+    has no record or names another type (the weights' shapes then decide, as in BasicSR)."""
+    recorded = arch_from_checkpoint(checkpoint, path)
+    if recorded is None or not network_opt or recorded[0] != network_opt.get('type'):
+        return []
+    ours = arch_record(network_opt, arch_class)
+    return [f'{k}={ours.get(k)!r} vs {v!r}' for k, v in recorded[1].items() if ours.get(k) != v]
+
+
 def atomic_save(obj, path):
     """``torch.save`` that leaves the previous file (or none), never a truncated one, when killed
     on the way (:func:`dsmnet_arch.utils.atomic_write`)."""

@@ -11,7 +11,7 @@ import types
 
 import torch
 
-from dsmnet_arch.checkpoint import load_checkpoint, state_dict_from_checkpoint
+from dsmnet_arch.checkpoint import arch_mismatch, load_checkpoint, state_dict_from_checkpoint
 
 _applied = False
 
@@ -82,12 +82,26 @@ def _resume_state_path(opt):
 def _patch_load_network():
     # BaseModel.load_network unpickles a user-given file with torch's defaults and fails with a
     # KeyError or a pickle traceback on a foreign file. Load weights-only, name the file on error.
+    # It also loads weights into any network whose shapes fit, and DSM-Net's Table 5 variants all
+    # fit each other: where the checkpoint records its network, another one is refused (strict) or
+    # named in a warning.
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import get_root_logger
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
         net = self.get_bare_model(net)
-        state_dict, param_key = state_dict_from_checkpoint(load_checkpoint(load_path), load_path, param_key)
+        checkpoint = load_checkpoint(load_path)
+        state_dict, param_key = state_dict_from_checkpoint(checkpoint, load_path, param_key)
+        network_opt = next((v for k, v in self.opt.items() if k.startswith('network_') and isinstance(v, dict)
+                            and v.get('type') == type(net).__name__), None)
+        differ = arch_mismatch(checkpoint, load_path, network_opt, type(net))
+        if differ:
+            message = (f'Weights in {load_path} were saved from another {type(net).__name__}: '
+                       f'{"; ".join(differ)} (options vs checkpoint)')
+            if strict:
+                raise ValueError(f'{message}; make the options match, or load them anyway with strict loading off '
+                                 '(path: strict_load_g: false)')
+            get_root_logger().warning(message)
         get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, '
                                f'with param key: [{param_key}].')
         self._print_different_keys_loading(net, state_dict, strict)

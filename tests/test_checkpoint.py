@@ -1,6 +1,7 @@
 """dsmnet_arch.checkpoint and BasicSR's loading through it: untrusted files, where the weights are,
 the recorded arguments, and which training state a resumed run picks."""
 import copy
+import logging
 import os
 import re
 import stat
@@ -308,3 +309,28 @@ def test_training_states_load_onto_the_cpu_whatever_device_saved_them(tmp_path, 
     monkeypatch.setattr(compat, 'load_checkpoint', recording_load)
     load_resume_state(resume_options(str(tmp_path / 'run' / 'training_states' / '4.state')))
     assert calls == [{'map_location': 'cpu'}]
+
+
+def test_weights_recorded_as_another_variant_are_refused_by_basicsrs_loader(tmp_path, monkeypatch):
+    """Table 5's variants have the same weights: the record, not the shapes, tells them apart."""
+    m3 = DSMNet(**TINY, mab_variant='M3')
+    record = arch_record({'type': 'DSMNet', **TINY, 'mab_variant': 'M3'}, DSMNet)
+    torch.save({'params': m3.state_dict(), 'arch': record}, tmp_path / 'm3.pth')
+    model = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False,
+                       'network_g': {'type': 'DSMNet', **TINY, 'mab_variant': 'M5'}})
+    net = tiny(1)
+    with pytest.raises(ValueError) as err:
+        model.load_network(net, str(tmp_path / 'm3.pth'), True, 'params')
+    assert str(err.value) == (f"Weights in {tmp_path / 'm3.pth'} were saved from another DSMNet: mab_variant='M5' vs "
+                              "'M3' (options vs checkpoint); make the options match, or load them anyway with strict "
+                              'loading off (path: strict_load_g: false)')
+    assert not same_weights(net, m3.state_dict())
+
+    warnings = []
+    monkeypatch.setattr(logging.getLogger('basicsr'), 'warning', warnings.append)
+    model.load_network(net, str(tmp_path / 'm3.pth'), False, 'params')  # loaded, and said
+    assert same_weights(net, m3.state_dict())
+    assert len(warnings) == 1 and "were saved from another DSMNet: mab_variant='M5' vs 'M3'" in warnings[0]
+    model.opt['network_g']['mab_variant'] = 'M3'  # the same network: loads without a word
+    model.load_network(tiny(2), str(tmp_path / 'm3.pth'), True, 'params')
+    assert len(warnings) == 1
