@@ -334,3 +334,17 @@ def test_weights_recorded_as_another_variant_are_refused_by_basicsrs_loader(tmp_
     model.opt['network_g']['mab_variant'] = 'M3'  # the same network: loads without a word
     model.load_network(tiny(2), str(tmp_path / 'm3.pth'), True, 'params')
     assert len(warnings) == 1
+
+
+def test_arch_mismatch_compares_only_a_record_of_the_same_type():
+    from dsmnet_arch.checkpoint import arch_mismatch
+
+    record = arch_record({'type': 'DSMNet', **TINY}, DSMNet)
+    ours = {'type': 'DSMNet', **TINY, 'num_levels': 3}
+    assert arch_mismatch({'params': {}, 'arch': record}, 'f', ours, DSMNet) == ['num_levels=3 vs 2']
+    assert arch_mismatch({'params': {}, 'arch': record}, 'f', {'type': 'DSMNet', **TINY}, DSMNet) == []
+    assert arch_mismatch({'params': {}}, 'f', ours, DSMNet) == []  # no record: the shapes decide
+    assert arch_mismatch({'params': {}, 'arch': record}, 'f', None, DSMNet) == []  # no options for this network
+    assert arch_mismatch({'params': {}, 'arch': dict(record, type='Other')}, 'f', ours, DSMNet) == []
+    with pytest.raises(ValueError, match='Cannot use W.pth: its "arch" entry'):
+        arch_mismatch({'arch': ['DSMNet']}, 'W.pth', ours, DSMNet)
