@@ -119,7 +119,7 @@ def report(train_opt_path, test_opt_path):
     tb_dir = os.path.join('tb_logger', train_opt['name'])
     print(f'tensorboard log:                            {tb_dir}/  (tensorboard --logdir {tb_dir})')
     print(f"derain your own photos:                     python -m dsmnet_arch.infer -i PHOTOS -o OUTDIR "
-          f"--weights {os.path.join(experiment, 'models', 'net_g_latest.pth')} --opt {train_opt_path}")
+          f"--weights {os.path.join(experiment, 'models', 'net_g_latest.pth')}")
     return rainy_mean, derained_mean
 
 
