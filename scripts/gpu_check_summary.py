@@ -68,24 +68,26 @@ def gib(value):
     return '' if value is None else f'{value / 2**30:.2f} GiB'
 
 
+def time_cell(row, first):
+    """A time in ms, with the speed-up over eager and the compiling ``first`` call for a compiled run."""
+    time = f'{row["seconds"] * 1e3:,.1f} ms'
+    if 'speedup' in row:
+        time += f' ({row["speedup"]:.2f}x eager; first {first} {row["first_call_seconds"]:,.0f} s)'
+    return time
+
+
 def train_cells(step):
     """Training step, it/s, fraction of the reference and peak memory; empty where not measured."""
     if not step:
         return [''] * 4
-    time = f'{step["seconds"] * 1e3:,.1f} ms'
-    if 'speedup' in step:
-        time += f' ({step["speedup"]:.2f}x eager; first step {step["first_call_seconds"]:,.0f} s)'
-    return [time, f'{step["iters_per_s"]:,.1f}', f'{step["fraction"]:.2f}', gib(step['peak_bytes'])]
+    return [time_cell(step, 'step'), f'{step["iters_per_s"]:,.1f}', f'{step["fraction"]:.2f}', gib(step['peak_bytes'])]
 
 
 def inference_cells(row):
     """Inference time and fraction of the reference; empty where not measured."""
     if not row:
         return [''] * 2
-    time = f'{row["seconds"] * 1e3:,.1f} ms'
-    if 'speedup' in row:
-        time += f' ({row["speedup"]:.2f}x eager; first call {row["first_call_seconds"]:,.0f} s)'
-    return [time, f'{row["fraction"]:.2f}']
+    return [time_cell(row, 'call'), f'{row["fraction"]:.2f}']
 
 
 def benchmark_row(results):
