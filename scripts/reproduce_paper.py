@@ -713,7 +713,7 @@ def time_network(train_opt, iters, device):
     """Seconds per training step (random batch of the options' size) and per 321x481 test image, on ``device``."""
     import torch
 
-    import dsmnet_arch  # noqa: F401
+    from dsmnet_arch.models.derain_model import AMP_DTYPES, amp_mode
 
     from basicsr.archs import build_network
     from basicsr.losses import build_loss
@@ -728,8 +728,10 @@ def time_network(train_opt, iters, device):
     data = train_opt['datasets']['train']
     lq, gt = torch.rand(2, data['batch_size_per_gpu'], 3, data['gt_size'], data['gt_size'], device=device)
 
+    amp = amp_mode(train_opt['train'], device)  # train:amp, or its older spelling bf16: true, as DerainModel reads it
+
     def autocast():
-        return torch.autocast(device.type, torch.bfloat16, enabled=bool(train_opt['train'].get('bf16')))
+        return torch.autocast(device.type, AMP_DTYPES.get(amp), enabled=amp is not None)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -819,7 +821,8 @@ def dry_run(experiments, out, args, cuda_ids):
     for number, exp in enumerate(experiments, 1):
         data = exp.train_opt['datasets']['train']
         key = json.dumps([exp.train_opt['network_g'], data['batch_size_per_gpu'], data['gt_size'],
-                          exp.train_opt['train'].get('bf16')], sort_keys=True)  # what sets the speed
+                          exp.train_opt['train'].get('amp'), exp.train_opt['train'].get('bf16')],
+                         sort_keys=True)  # what sets the speed
         if key not in timings:
             timings[key] = time_network(exp.train_opt, args.estimate_iters, device)
         train_s, eval_s, state, detail = estimate(exp, out, args, timings[key], score_s)
