@@ -43,11 +43,6 @@ def _onnx_modules():
     return onnx, onnxruntime
 
 
-def pad_multiple(model):
-    """The multiple DSMNet reflect-pads its input to: 2^(num_levels - 1)."""
-    return 2**(model.num_levels - 1)
-
-
 def to_onnx(model, opset=DEFAULT_OPSET):
     """The ONNX model (``onnx.ModelProto``) of an eval-mode DSMNet, with dynamic batch, height and width.
 
@@ -55,7 +50,7 @@ def to_onnx(model, opset=DEFAULT_OPSET):
     the padding is traced as computed from the input's size.
     """
     onnx, _ = _onnx_modules()
-    multiple = pad_multiple(model)
+    multiple = model.pad_multiple
     sample = torch.rand(1, model.conv_first.in_channels, 4 * multiple + 1, 6 * multiple + 3,
                         generator=torch.Generator().manual_seed(0))
     axes = {0: 'batch', 2: 'height', 3: 'width'}
@@ -73,7 +68,7 @@ def to_onnx(model, opset=DEFAULT_OPSET):
 
 def describe(proto, model, weights):
     """Add what a deployment needs to know to ``proto``'s metadata (``metadata_props``) and doc string."""
-    multiple, channels = pad_multiple(model), model.conv_first.in_channels
+    multiple, channels = model.pad_multiple, model.conv_first.in_channels
     metadata = {
         'dsmnet_pad_multiple': str(multiple),
         'dsmnet_min_side': str(multiple // 2 + 1),
@@ -97,7 +92,7 @@ def check(onnx_bytes, model):
     """Run ``onnx_bytes`` with onnxruntime (CPU) and ``model`` with PyTorch on one random image whose
     odd sides DSMNet pads; returns ``(max_abs_diff, (height, width))``."""
     _, onnxruntime = _onnx_modules()
-    multiple = pad_multiple(model)
+    multiple = model.pad_multiple
     height, width = 5 * multiple + 1, 7 * multiple + 3
     x = torch.rand(1, model.conv_first.in_channels, height, width, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -148,7 +143,7 @@ def export(weights, onnx_path, opt=None, opset=DEFAULT_OPSET, verify=True):
     os.makedirs(os.path.dirname(os.path.abspath(onnx_path)), exist_ok=True)
     atomic_write(onnx_path, lambda f: f.write(data))
     lines.append(f'Wrote {onnx_path} ({len(data) / 2**20:.1f} MiB): input "input", output "output", float32 '
-                 f'N x {model.conv_first.in_channels} x H x W in [0, 1], any N, H, W >= {pad_multiple(model) // 2 + 1}')
+                 f'N x {model.conv_first.in_channels} x H x W in [0, 1], any N, H, W >= {model.pad_multiple // 2 + 1}')
     return lines
 
 

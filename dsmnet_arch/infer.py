@@ -377,7 +377,7 @@ def main(argv=None):
         device = pick_device(args.device)
         batch = args.batch or (4 if device.type == 'cuda' else 1)
         model = build_model(args.weights, args.opt)
-        multiple = 2**(model.num_levels - 1)  # DSMNet pads to this; tiles shrink by up to multiple - 1 to match
+        multiple = model.pad_multiple  # tiles shrink by up to multiple - 1 to match DSMNet's padding
         overlap = tile_overlap(args.tile, args.tile_overlap, multiple)
         derain = Deraining(model, device, args.precision, args.tile, overlap, batch, multiple, args.compile)
     except (ValueError, FileNotFoundError, MemoryError) as err:

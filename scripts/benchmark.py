@@ -298,7 +298,7 @@ def tiled_inference(net, cfg, device, autocast):
     The peak memory includes the input image and the output.
     """
     height, width = cfg['large']
-    multiple = 2**(net.num_levels - 1)
+    multiple = net.pad_multiple
     overlap = cfg['overlap']
     batch = 4 if device.type == 'cuda' else 1
     tile = least_work_tile(height, width, cfg['tile'], overlap, multiple)

@@ -79,7 +79,7 @@ def worker(job):
     if job['init'] == 'stress':
         probe = torch.from_numpy(np.ascontiguousarray(test_image(256, 256)[..., ::-1].transpose(2, 0, 1)))[None]
         stress_init(model, probe)
-    multiple = 2**(model.num_levels - 1)
+    multiple = model.pad_multiple
     derain = Deraining(model, torch.device('cpu'), 'fp32', job['tile'], job['overlap'], 1, multiple)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
@@ -133,7 +133,7 @@ def main():
 
     model = build_model(args.weights) if args.weights else DSMNet().eval()
     per_pixel = activation_bytes_per_pixel(model)
-    multiple = 2**(model.num_levels - 1)
+    multiple = model.pad_multiple
     what = f'weights {args.weights}' if args.weights else 'random-weight DSMNet (num_feat 32, 4 levels)'
     print(f'# dsmnet-derain, CPU, fp32, {what}, overlap {args.overlap}, '
           f'{args.threads or torch.get_num_threads()} threads; activations {per_pixel:.0f} bytes/pixel (probe); '

@@ -88,7 +88,7 @@ def test_tiled_onnx_equals_tiled_pytorch(exported):
     weights, onnx_path = exported
     model = build_model(str(weights))
     img = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(3))
-    tiles = dict(tile=40, overlap=8, batch_size=2, multiple=export.pad_multiple(model))
+    tiles = dict(tile=40, overlap=8, batch_size=2, multiple=model.pad_multiple)
     tiled_onnx, tiled_torch = tiled_forward(onnx_runner(onnx_path), img, **tiles), tiled_forward(model, img, **tiles)
     assert (tiled_onnx - tiled_torch).abs().max() <= ATOL
 

@@ -335,19 +335,24 @@ class DSMNet(nn.Module):
             for i, j in self.nodes if level_down and i > 0 and j == 0
         })
         self.fuse = nn.ModuleDict({
-            f'{i}_{j}': FusionBlock(len(self._same_level(i, j)) + int(level_up), num_feat, **attn)
+            f'{i}_{j}': FusionBlock(len(self._same_level(j)) + int(level_up), num_feat, **attn)
             for i, j in self.nodes if j > 0
         })
         self.head = FusionBlock(num_levels, num_feat, **attn)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)
 
-    def _same_level(self, i, j):
-        """Columns of the level-i nodes fused into M(i, j): all earlier ones, or the newest."""
+    @property
+    def pad_multiple(self):
+        """The multiple that inputs are reflect-padded to, 2^(num_levels - 1) (tiling keeps to it)."""
+        return 2**(self.num_levels - 1)
+
+    def _same_level(self, j):
+        """Columns of a level's nodes fused into its node of column j: all earlier ones, or the newest."""
         return list(range(j)) if self.level_dense else [j - 1]
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        multiple = 2**(self.num_levels - 1)
+        multiple = self.pad_multiple
         if min(h, w) < multiple // 2 + 1:  # reflect padding must be smaller than the image
             raise ValueError(f'DSMNet with num_levels={self.num_levels} needs images of at least '
                              f'{multiple // 2 + 1} x {multiple // 2 + 1} pixels, got {h} x {w}')
@@ -369,7 +374,7 @@ class DSMNet(nn.Module):
                 if self.level_down and i > 0:
                     feat = self.down[f'{i}']([F.avg_pool2d(out[i - 1, 0], 2), feat])
             else:
-                feats = [out[i, c] for c in self._same_level(i, j)]
+                feats = [out[i, c] for c in self._same_level(j)]
                 if self.level_up:
                     size = out[i, 0].shape[-2:]
                     feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
