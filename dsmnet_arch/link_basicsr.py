@@ -20,7 +20,7 @@ the clone, it adds:
   from a checkout that has them (so ``-opt options/train_DSMNet_Rain100H.yml`` works in the clone).
 
 Because the clone's stub imports this file on its own, outside the package, this module imports
-only the standard library.
+only the standard library at import time (the command itself runs inside the package).
 """
 import argparse
 import importlib
@@ -29,7 +29,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 #: The stub's file name in the clone's ``basicsr/archs/`` (BasicSR imports files ending in ``_arch.py``).
@@ -160,19 +159,10 @@ def _is_our_stub(path):
         return f.readline().rstrip('\n') == MARKER
 
 
-def _write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-
-
 def link(clone):
     """Add the stub and the options links to ``clone``; returns the lines to report. Idempotent."""
+    from dsmnet_arch.utils import atomic_write
+
     clone = check_clone(clone)
     stub = clone / 'basicsr' / 'archs' / STUB_NAME
     report = []
@@ -182,7 +172,7 @@ def link(clone):
         report.append(f'kept    {stub} (already linked)')
     else:
         report.append(f'{"updated" if stub.exists() else "wrote  "} {stub}')
-        _write_atomic(stub, STUB)
+        atomic_write(stub, lambda f: f.write(STUB.encode('utf-8')))
     options, sources = clone / 'options', our_options()
     if not sources:
         report.append('note: no options files linked: this package is installed without its checkout\'s options/')

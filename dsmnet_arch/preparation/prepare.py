@@ -11,6 +11,7 @@ from dsmnet_arch.preparation.inspection import check_pairs
 from dsmnet_arch.preparation.layouts import discover_paired_folders, layout_of
 from dsmnet_arch.preparation.report import PreparationError, PreparationReport, SplitReport
 from dsmnet_arch.preparation.writing import build_lmdbs, write_pairs
+from dsmnet_arch.utils import atomic_write
 
 MARKER = 'prepared.json'
 #: What a finished split's record holds (besides the skipped files and the PNG level).
@@ -173,9 +174,7 @@ class _Preparation:
 
 def _write_record(folder, record):
     """Write ``folder``'s completion record, ``prepared.json``, atomically."""
-    tmp = folder / (MARKER + '.tmp')
-    tmp.write_text(json.dumps(record, indent=2) + '\n')
-    os.replace(tmp, folder / MARKER)
+    atomic_write(folder / MARKER, lambda f: f.write((json.dumps(record, indent=2) + '\n').encode()))
 
 
 def _finished_split(out):
