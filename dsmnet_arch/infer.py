@@ -26,7 +26,7 @@ from tqdm import tqdm
 import dsmnet_arch  # noqa: F401  (BasicSR fixes, registers DSMNet)
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
 from dsmnet_arch.checkpoint import arch_from_checkpoint, load_checkpoint, state_dict_from_checkpoint
-from dsmnet_arch.models.derain_model import COMPILE_DEFAULTS
+from dsmnet_arch.models.derain_model import COMPILE_DEFAULTS, amp_supported
 from dsmnet_arch.tiling import (
     DEFAULT_OVERLAP,
     activation_bytes_per_pixel,
@@ -227,9 +227,9 @@ def precision_context(device, precision):
     """Autocast context for ``--precision``: convolutions in fp16/bf16, reductions in fp32."""
     if precision == 'fp32':
         return contextlib.nullcontext()
-    if precision == 'fp16' and device.type != 'cuda':
+    if precision == 'fp16' and not amp_supported(precision, device):
         raise ValueError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if precision == 'bf16' and not amp_supported(precision, device):
         raise ValueError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32')
     return torch.autocast(device.type, dtype=torch.float16 if precision == 'fp16' else torch.bfloat16)
 

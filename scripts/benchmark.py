@@ -76,7 +76,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import dsmnet_arch  # noqa: F401  (BasicSR compatibility fixes before basicsr is imported)
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
-from dsmnet_arch.models.derain_model import AMP_DTYPES, COMPILE_DEFAULTS
+from dsmnet_arch.models.derain_model import AMP_DTYPES, COMPILE_DEFAULTS, amp_supported
 from dsmnet_arch.tiling import count_tiles, tile_side, tiled_forward
 from dsmnet_arch.utils import keep_freed_memory
 
@@ -450,7 +450,7 @@ def run(args, save=lambda results: None):
     if device.type == 'cuda':
         if not torch.cuda.is_available():
             raise SystemExit('benchmark: --device cuda, but PyTorch sees no CUDA device')
-        if args.precision == 'bf16' and not torch.cuda.is_bf16_supported(including_emulation=False):
+        if args.precision == 'bf16' and not amp_supported('bf16', device):
             raise SystemExit(f'benchmark: --precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 '
                              'arithmetic; use fp16')
         torch.backends.cudnn.benchmark = True  # as BasicSR's trainer sets it

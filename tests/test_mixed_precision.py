@@ -131,3 +131,18 @@ def test_scaler_overflow_skips_the_step_without_stopping_and_its_state_resumes(t
     fresh.resume_training(old)
     assert fresh.scaler.get_scale() == 65536.0
     derain_model().resume_training(state)  # without fp16 the scaler's state is ignored
+
+
+def test_one_rule_says_which_precision_runs_where(monkeypatch):
+    """fp16 on CUDA GPUs only; bf16 on CPUs, and on GPUs only with native bfloat16 (not emulated)."""
+    from dsmnet_arch.models.derain_model import amp_supported
+
+    cpu, gpu = torch.device('cpu'), torch.device('cuda', 0)
+    asked = []
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: asked.append(
+        including_emulation) or False)
+    assert [amp_supported(p, cpu) for p in ('fp32', 'bf16', 'fp16')] == [True, True, False]
+    assert [amp_supported(p, gpu) for p in ('fp32', 'bf16', 'fp16')] == [True, False, True]
+    assert asked == [False]  # emulated bf16 does not count
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
+    assert amp_supported('bf16', gpu)

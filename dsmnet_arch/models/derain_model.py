@@ -17,6 +17,16 @@ NONFINITE_CHOICES = ('stop', 'skip')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+def amp_supported(precision, device):
+    """Whether autocast in ``precision`` (``'bf16'``, ``'fp16'``; anything else is fp32) runs natively on
+    ``device``: fp16 on CUDA GPUs only, bf16 on CPUs and on GPUs with bfloat16 arithmetic (not emulated)."""
+    if precision == 'fp16':
+        return device.type == 'cuda'
+    if precision == 'bf16' and device.type == 'cuda':
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return True
+
+
 def amp_mode(train_opt, device):
     """The mixed precision that ``train_opt`` asks for on ``device``: ``None`` (fp32), ``'bf16'`` or ``'fp16'``.
 
@@ -32,10 +42,10 @@ def amp_mode(train_opt, device):
         if amp not in (None, 'bf16'):
             raise ValueError(f'train:bf16: true contradicts train:amp: {amp}; keep train:amp alone')
         amp = 'bf16'
-    if amp == 'fp16' and device.type != 'cuda':
+    if amp == 'fp16' and not amp_supported(amp, device):
         raise ValueError(f'train:amp: fp16 needs a CUDA GPU (float16 autocast with a gradient scaler), the model '
                          f'runs on {device.type}: use amp: bf16 or false there')
-    if amp == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if amp == 'bf16' and not amp_supported(amp, device):
         raise ValueError(f'train:amp: bf16: {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic; '
                          'use amp: fp16 (with a gradient scaler) or false')
     return amp
