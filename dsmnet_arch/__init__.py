@@ -5,7 +5,7 @@ package's architectures, losses and models with BasicSR's registries.
 """
 # isort: off
 from dsmnet_arch import compat  # noqa: F401  (must run before anything imports basicsr)
-from dsmnet_arch import archs, losses, models  # noqa: F401
+from dsmnet_arch import archs, losses, metrics, models  # noqa: F401
 # isort: on
 
 __version__ = '0.1.0'
