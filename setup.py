@@ -20,6 +20,7 @@ setup(
         'dsmnet-test=dsmnet_arch.test:main',
         'dsmnet-derain=dsmnet_arch.infer:main',
         'dsmnet-export=dsmnet_arch.export:main',
+        'dsmnet-score=dsmnet_arch.score:main',
     ]},
     license='Apache-2.0',
 )
