@@ -21,11 +21,12 @@ import torch
 import yaml
 
 from dsmnet_arch.checks import run_pipeline
+from dsmnet_arch.metrics.protocol_metrics import PROTOCOLS
 from dsmnet_arch.preparation import LAYOUTS, prepare_dataset
 
 import basicsr.test
 import basicsr.train
-from basicsr.metrics import calculate_niqe
+from basicsr.metrics import calculate_metric, calculate_niqe
 
 from conftest import REPO, write_pairs
 
@@ -42,6 +43,20 @@ ITERATIONS = {'SPA-Data': 300000}
 RAIN13K_SETS = LAYOUTS['Rain13K'].test_sets
 METRICS = {'psnr_y': ('calculate_psnr', True), 'ssim_y': ('calculate_ssim', True),
            'psnr_rgb': ('calculate_psnr', False), 'ssim_rgb': ('calculate_ssim', False)}
+# What the field's tables use for each set (docs/datasets.md, "Scoring as the published tables"); the
+# paper's four sets: both families, as the paper does not say how it scored. Test files only.
+FIELD_PROTOCOLS = {'Rain100L': ('restormer', 'rcdnet'), 'Rain100H': ('restormer', 'rcdnet'),
+                   'Rain800': ('restormer', 'rcdnet'), 'Rain1400': ('restormer', 'rcdnet'), 'Rain13K': ('restormer', ),
+                   'Rain200L': ('restormer', ), 'Rain200H': ('restormer', ), 'SPA-Data': ('restormer', ),
+                   'DID-Data': ('rcdnet', )}
+
+
+def expected_test_metrics(name):
+    """``val:metrics`` of the test file of ``name``: the four of METRICS, then its protocols'."""
+    metrics = {k: {'type': t, 'crop_border': 0, 'test_y_channel': y} for k, (t, y) in METRICS.items()}
+    for protocol in FIELD_PROTOCOLS[name]:
+        metrics.update({f'{m}_y_{protocol}': PROTOCOLS[protocol][m] for m in ('psnr', 'ssim')})
+    return metrics
 
 
 def load(path):
@@ -104,7 +119,7 @@ def test_every_file_is_covered():
     for name in EPOCHS:
         for stem in (f'train_DSMNet_{name}', f'train_DSMNet_{name}_lmdb', f'test_DSMNet_{name}'):
             assert os.path.join(REPO, 'options', f'{stem}.yml') in FILES
-    assert {dataset_of(f) for f in FILES} == set(EPOCHS) == set(LAYOUTS)  # a file for every prepared set
+    assert {dataset_of(f) for f in FILES} == set(EPOCHS) == set(LAYOUTS) == set(FIELD_PROTOCOLS)
 
 
 @pytest.mark.parametrize('path', TRAIN, ids=os.path.basename)
@@ -179,8 +194,7 @@ def test_test_file_loads_weights_and_writes_images_and_metrics(path, tree, tmp_p
     assert opt['network_g'] == train_opt['network_g']
     weights = opt['path']['pretrain_network_g']
     assert weights == f'experiments/{train_opt["name"]}/models/net_g_latest.pth'  # where training leaves it
-    assert {k: (v['type'], v['test_y_channel'], v['crop_border']) for k, v in opt['val']['metrics'].items()} == {
-        k: (t, y, 0) for k, (t, y) in METRICS.items()}
+    assert opt['val']['metrics'] == expected_test_metrics(name)
     sets = {dataset['name']: os.path.dirname(dataset['dataroot_lq'])[len(f'datasets/{name}/'):]
             for dataset in opt['datasets'].values()}
     assert sets == ({s: f'test/{s}' for s in RAIN13K_SETS} if name == 'Rain13K' else {name: 'test'})
@@ -198,8 +212,19 @@ def test_test_file_loads_weights_and_writes_images_and_metrics(path, tree, tmp_p
         assert sorted(os.listdir(images)) == [f'val000_{opt["name"]}.png', f'val001_{opt["name"]}.png']
         block = log[log.index(f'Validation {set_name}\n'):]
         block = block[:block.index('\n\n')]  # the lines of this set's validation
-        for metric in METRICS:
+        for metric in expected_test_metrics(name):
             assert re.search(rf'\t # {metric}: \d+\.\d+', block), (set_name, metric)
+
+
+@pytest.mark.parametrize('path', TEST, ids=os.path.basename)
+def test_test_file_reports_the_fields_protocols_and_its_metrics_build(path):
+    opt, name = load(path), dataset_of(path)
+    assert opt['val']['metrics'] == expected_test_metrics(name)  # named psnr_y_<protocol>: the log says which
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    img2 = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    for key, metric_opt in opt['val']['metrics'].items():
+        assert 0.5 < calculate_metric({'img': img, 'img2': img2}, metric_opt) < 40, key
 
 
 def test_real_rain_file_derains_a_folder_of_photos_and_scores_input_and_output_with_niqe(tmp_path, monkeypatch, capsys):
