@@ -49,7 +49,10 @@ PAPER_RAINY = {  # Table 2, "Rainy": the score of the rainy input itself (PSNR, 
     'Rain1400': ('25.24', '0.810'),
 }
 DEFAULT_VARIANT = {'attention': 'ca+sa', 'num_subspaces': 8, 'mab_variant': 'M5'}  # the paper's DSM-Net
-METRICS = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')  # as the shipped options name them
+# What the shipped test options report for the paper's sets: BasicSR's Y and RGB, and Y as the field's two
+# families of MATLAB scripts score it (dsmnet_arch/metrics/protocol_metrics.py); metric names <psnr|ssim>_<space>.
+SPACES = {'y': 'Y', 'rgb': 'RGB', 'y_restormer': 'Restormer Y', 'y_rcdnet': 'RCDNet Y'}
+METRICS = tuple(f'{m}_{space}' for space in SPACES for m in ('psnr', 'ssim'))
 MATCH_DB = 0.3  # a colour space "matches" the paper's Rainy row within this mean PSNR difference
 ESTIMATE_IMAGE = (321, 481)  # Rain100L/H test images: the test-time estimate times one of this size
 OWNED_KEYS = ('name', ) + tuple(f'network_g:{key}' for key in DEFAULT_VARIANT)  # --override may not set them
@@ -547,16 +550,17 @@ class Runner:
 
 
 def rainy_scores(out, dataset):
-    """PSNR/SSIM of the prepared test inputs against their targets, on Y and on RGB (cached in runs/)."""
+    """PSNR/SSIM of the prepared test inputs against their targets, in each of SPACES (cached in runs/)."""
     cache = out / 'runs' / f'rainy_{dataset}.json'
     scores = read_json(cache)
-    if scores is not None:
+    if scores is not None and all(m in scores for m in METRICS):  # older caches lack the protocol columns
         return scores
     import cv2
 
     import dsmnet_arch  # noqa: F401  (BasicSR fixes before basicsr is imported)
+    from dsmnet_arch.metrics.protocol_metrics import PROTOCOLS
 
-    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.metrics import calculate_metric, calculate_psnr, calculate_ssim
 
     test = prepared_dir(out, dataset) / 'test'
     sums = dict.fromkeys(METRICS, 0.)
@@ -568,6 +572,9 @@ def rainy_scores(out, dataset):
         for space, y_channel in (('y', True), ('rgb', False)):
             sums[f'psnr_{space}'] += calculate_psnr(lq, gt, crop_border=0, test_y_channel=y_channel)
             sums[f'ssim_{space}'] += calculate_ssim(lq, gt, crop_border=0, test_y_channel=y_channel)
+        for protocol in ('restormer', 'rcdnet'):
+            for m, opt in PROTOCOLS[protocol].items():
+                sums[f'{m}_y_{protocol}'] += calculate_metric({'img': lq, 'img2': gt}, opt)
     scores = {key: float(value) / len(names) for key, value in sums.items()}
     scores['images'] = len(names)
     write_json(cache, scores)
@@ -584,11 +591,12 @@ def _cell(psnr, ssim, signed=False):
 
 
 def _compare(paper, ours):
-    """A row's figures: the paper's, ours on Y and RGB, and ours minus the paper's (None where missing)."""
+    """A row's figures: the paper's, ours in each of SPACES, and ours minus the paper's (None where missing:
+    runs tested before the protocol columns have none)."""
     row = {'paper': {'psnr': float(paper[0]), 'ssim': float(paper[1])}, 'paper_printed': ' / '.join(paper)}
     paper = row['paper']
-    for space in ('y', 'rgb'):
-        got = {m: ours[f'{m}_{space}'] for m in ('psnr', 'ssim')} if ours else None
+    for space in SPACES:
+        got = {m: ours[f'{m}_{space}'] for m in ('psnr', 'ssim')} if ours and f'psnr_{space}' in ours else None
         row[space] = got
         row[f'{space}_minus_paper'] = {m: got[m] - paper[m] for m in paper} if got else None
     return row
@@ -598,29 +606,38 @@ def _md_row(cells):
     return '| ' + ' | '.join(cells) + ' |'
 
 
+def _md_figure_headers():
+    return [cell for name in SPACES.values() for cell in (f'ours {name}', f'{name} - paper')]
+
+
 def _md_figures(row):
     cells = [row['paper_printed']]
-    for space in ('y', 'rgb'):
+    for space in SPACES:
         got, diff = row[space], row[f'{space}_minus_paper']
         cells += [_cell(got['psnr'], got['ssim']), _cell(diff['psnr'], diff['ssim'], True)] if got else ['-', '-']
     return cells
 
 
 def colour_space_verdict(rainy_rows):
-    """Which of our colour spaces reproduces the paper's Rainy row: (space or None, one-line explanation)."""
+    """Which of our colour spaces and protocols (SPACES) reproduces the paper's Rainy row: (space or None,
+    one-line explanation). The closest PSNR to 0.01 dB decides (Y and RCDNet Y have the same PSNR), then SSIM."""
     if not rainy_rows:
         return None, 'No test set is prepared yet, so the rainy input has not been scored.'
-    mean = {space: sum(abs(r[f'{space}_minus_paper']['psnr']) for r in rainy_rows) / len(rainy_rows)
-            for space in ('y', 'rgb')}
-    closer = min(mean, key=mean.get)
-    names = {'y': 'Y', 'rgb': 'RGB'}
-    other = 'rgb' if closer == 'y' else 'y'
-    figures = (f'mean |ours - paper| over {len(rainy_rows)} test set(s): {mean[closer]:.2f} dB on {names[closer]}, '
-               f'{mean[other]:.2f} dB on {names[other]}')
+    rows = [r for r in rainy_rows if all(r[space] for space in SPACES)]
+    if not rows:
+        return None, 'The rainy input has not been scored in every colour space and protocol yet.'
+    mean = {space: {m: sum(abs(r[f'{space}_minus_paper'][m]) for r in rows) / len(rows) for m in ('psnr', 'ssim')}
+            for space in SPACES}
+    closer = min(SPACES, key=lambda space: (round(mean[space]['psnr'], 2), mean[space]['ssim']))
+    names = SPACES
+    figures = f'mean |ours - paper| over {len(rows)} test set(s): ' + ', '.join(
+        f'{mean[space]["psnr"]:.2f} dB / {mean[space]["ssim"]:.4f} on {names[space]}'
+        for space in sorted(SPACES, key=lambda space: space != closer))
+    mean = {space: mean[space]['psnr'] for space in SPACES}
     if mean[closer] <= MATCH_DB:
         return closer, (f'**The paper\'s Rainy row matches our {names[closer]} scores** ({figures}): compare the '
                         f'paper\'s figures with the "ours {names[closer]}" columns.')
-    return None, (f'**Neither colour space matches the paper\'s Rainy row within {MATCH_DB} dB** ({figures}; '
+    return None, (f'**No colour space or protocol matches the paper\'s Rainy row within {MATCH_DB} dB** ({figures}; '
                   f'{names[closer]} is closer): these test images are not the paper\'s, or the paper measured '
                   'otherwise.')
 
@@ -661,28 +678,30 @@ def render_tables(report):
     lines += [
         'Columns: **paper** is PSNR (dB) / SSIM as printed in the paper. **ours Y** is ours on the Y channel '
         'of YCbCr (BasicSR\'s `calculate_psnr`/`calculate_ssim`, `test_y_channel: true`, no border crop), '
-        'the mean over the test set; **ours RGB** the same on the three RGB channels. **Y - paper** and '
-        '**RGB - paper** are ours minus the paper\'s figure (positive: ours is higher). **experiment** is the '
-        'run behind the row: `experiments/`, `results/`, `runs/` and `options/*_<experiment>.yml` under the '
-        'output folder. The paper does not say which colour space it measured; the next section tells which '
-        'of our two columns to compare with it.', '',
-        '## Which colour space did the paper measure?', '',
+        'the mean over the test set; **ours RGB** the same on the three RGB channels; **ours Restormer Y** '
+        'and **ours RCDNet Y** are Y as the field\'s two families of MATLAB scripts score it (Restormer\'s '
+        '`evaluate_PSNR_SSIM.m`: Y rounded to 8 bits; RCDNet\'s `statistic.m`: the PSNR of ours Y, an SSIM that '
+        'downsamples; docs/datasets.md). **... - paper** is ours minus the paper\'s figure (positive: ours is '
+        'higher). **experiment** is the run behind the row: `experiments/`, `results/`, `runs/` and '
+        '`options/*_<experiment>.yml` under the output folder. The paper does not say how it measured; the '
+        'next section tells which of our columns to compare with it.', '',
+        '## Which colour space and protocol did the paper measure?', '',
         'Its Table 2 "Rainy" row scores the rainy input itself, which no training changes: ours for the same '
-        'test images, in both colour spaces.', '',
-        _md_row(['test set', 'images', 'paper (Rainy)', 'ours Y', 'Y - paper', 'ours RGB', 'RGB - paper']),
-        _md_row(['---'] * 2 + ['---:'] * 5),
+        'test images, in each colour space and protocol.', '',
+        _md_row(['test set', 'images', 'paper (Rainy)'] + _md_figure_headers()),
+        _md_row(['---'] * 2 + ['---:'] * (1 + 2 * len(SPACES))),
     ]
     rainy = report['colour_space']['rainy_input']
     for dataset in DATASETS:
         if dataset in rainy:
             lines.append(_md_row([dataset, str(rainy[dataset]['images'])] + _md_figures(rainy[dataset])))
         else:
-            lines.append(_md_row([dataset, '-', ' / '.join(PAPER_RAINY[dataset]), '-', '-', '-', '-']))
+            lines.append(_md_row([dataset, '-', ' / '.join(PAPER_RAINY[dataset])] + ['-'] * (2 * len(SPACES))))
     lines += ['', report['colour_space']['verdict'], '']
     for table in report['tables'].values():
         lines += [f'## {table["title"]}', '',
-                  _md_row(['row', 'paper', 'ours Y', 'Y - paper', 'ours RGB', 'RGB - paper', 'experiment', 'status']),
-                  _md_row(['---'] + ['---:'] * 5 + ['---'] * 2)]
+                  _md_row(['row', 'paper'] + _md_figure_headers() + ['experiment', 'status']),
+                  _md_row(['---'] + ['---:'] * (1 + 2 * len(SPACES)) + ['---'] * 2)]
         for entry in table['rows']:
             state = entry['status'].replace('|', '\\|')  # a log line may hold one
             lines.append(_md_row([entry['label']] + _md_figures(entry) + [f'`{entry["experiment"]}`', state]))
@@ -759,12 +778,13 @@ def time_network(train_opt, iters, device):
 
 
 def time_metrics():
-    """Seconds to score one 321x481 image in the four metrics (BasicSR computes them on the CPU)."""
+    """Seconds to score one 321x481 image in the metrics of METRICS (BasicSR computes them on the CPU)."""
     import numpy as np
 
     import dsmnet_arch  # noqa: F401
+    from dsmnet_arch.metrics.protocol_metrics import PROTOCOLS
 
-    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.metrics import calculate_metric, calculate_psnr, calculate_ssim
 
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 256, (2, *ESTIMATE_IMAGE, 3), dtype=np.uint8)
@@ -772,6 +792,9 @@ def time_metrics():
     for y_channel in (True, False):
         calculate_psnr(a, b, crop_border=0, test_y_channel=y_channel)
         calculate_ssim(a, b, crop_border=0, test_y_channel=y_channel)
+    for protocol in ('restormer', 'rcdnet'):
+        for opt in PROTOCOLS[protocol].values():
+            calculate_metric({'img': a, 'img2': b}, opt)
     return time.perf_counter() - start
 
 

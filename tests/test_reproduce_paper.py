@@ -19,6 +19,14 @@ import numpy as np
 import pytest
 import yaml
 
+from dsmnet_arch.metrics.protocol_metrics import (
+    calculate_psnr_y_rounded,
+    calculate_ssim_y_downsampled,
+    calculate_ssim_y_rounded,
+)
+
+from basicsr.metrics import calculate_psnr
+
 from conftest import REPO
 
 SCRIPT = os.path.join(REPO, 'scripts', 'reproduce_paper.py')
@@ -247,3 +255,46 @@ def test_other_settings_in_the_same_out_are_refused_not_mixed(tmp_path, reproduc
     exp.train_opt, _ = reproduce.make_options(exp, out, reproduce.parse_args(['--data', str(tmp_path)]), cuda=False)
     state, detail = reproduce.status(exp, out, 1)
     assert state == 'changed' and 'train:total_iter 62500 -> 125000' in detail
+
+
+def test_tables_have_the_protocol_columns_and_the_verdict_weighs_them(tmp_path, reproduce):
+    out = tmp_path / 'out'
+    # the rainy input of one prepared test set, 48 x 40 pixels: every metric's value computed here
+    test = out / 'datasets' / 'Rain100L' / 'test'
+    clean, rainy = pair(5)
+    save(test / 'target' / 'a.png', clean)
+    save(test / 'input' / 'a.png', rainy)
+    reproduce.write_json(out / 'runs' / 'rainy_Rain100L.json', {'psnr_y': 1., 'ssim_y': .1, 'psnr_rgb': 2.,
+                                                                 'ssim_rgb': .2, 'images': 1})  # an older cache
+    scores = reproduce.rainy_scores(out, 'Rain100L')
+    assert scores['psnr_y_restormer'] == pytest.approx(calculate_psnr_y_rounded(rainy, clean))
+    assert scores['ssim_y_restormer'] == pytest.approx(calculate_ssim_y_rounded(rainy, clean))
+    assert scores['psnr_y_rcdnet'] == pytest.approx(calculate_psnr(rainy, clean, 0, test_y_channel=True))
+    assert scores['psnr_y_rcdnet'] == pytest.approx(scores['psnr_y'])  # the rcdnet family's PSNR is BasicSR's
+    assert scores['ssim_y_rcdnet'] == pytest.approx(calculate_ssim_y_downsampled(rainy, clean))
+    assert scores['psnr_y'] != 1.  # the older cache was recomputed
+
+    # the paper's Rainy row as if it had been measured by Restormer's script: that protocol matches
+    paper_like = dict(psnr_y_restormer=26.91, ssim_y_restormer=0.838, psnr_y=27.03, psnr_y_rcdnet=27.03)
+    reproduce.write_json(out / 'runs' / 'rainy_Rain100L.json', dict(scores, **paper_like))
+    # one run tested with all eight metrics, one tested before the protocol columns existed
+    done = {m: 30. + i if m.startswith('psnr') else 0.9 for i, m in enumerate(reproduce.METRICS)}
+    reproduce.write_json(out / 'runs' / 'DSMNet_Rain100L' / 'metrics.json', dict(done, total_iter=4))
+    old = {'psnr_y': 27., 'ssim_y': .8, 'psnr_rgb': 26., 'ssim_rgb': .7, 'total_iter': 4}
+    reproduce.write_json(out / 'runs' / 'DSMNet_Rain100H' / 'metrics.json', old)
+    report = reproduce.collect_tables(out, {}, {'scale': 1, 'gpus': 1, 'overrides': []})
+    assert report['colour_space']['matches'] == 'y_restormer'
+    assert 'matches our Restormer Y scores' in report['colour_space']['verdict']
+    rows = {r['label']: r for r in report['tables']['2']['rows']}
+    assert rows['Rain100L']['y_restormer'] == {'psnr': done['psnr_y_restormer'], 'ssim': 0.9}
+    assert rows['Rain100L']['y_rcdnet_minus_paper']['psnr'] == pytest.approx(done['psnr_y_rcdnet'] - 38.27)
+    assert rows['Rain100H']['y']['psnr'] == 27. and rows['Rain100H']['y_restormer'] is None
+    md = reproduce.render_tables(report)
+    header = ('| row | paper | ours Y | Y - paper | ours RGB | RGB - paper | ours Restormer Y | Restormer Y - paper | '
+              'ours RCDNet Y | RCDNet Y - paper | experiment | status |')
+    assert md.count(header) == 4
+    line = next(x for x in md.splitlines() if x.startswith('| Rain100L | 38.27 / 0.982 |'))
+    assert line.count('|') == 13 and f'| {done["psnr_y_restormer"]:.2f} / 0.9000 |' in line
+    line = next(x for x in md.splitlines() if x.startswith('| Rain100H | 28.62 / 0.902 |'))
+    assert line.startswith('| Rain100H | 28.62 / 0.902 | 27.00 / 0.8000 | -1.62 / -0.1020 | 26.00 / 0.7000 | '
+                           '-2.62 / -0.2020 | - | - | - | - |')
