@@ -17,19 +17,20 @@ import sys
 
 from PIL import Image
 
+from dsmnet_arch.models.derain_model import DerainModel
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 
-# Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read. A key
-# not listed here that is a near-miss of one that is ("total_iters", "pixle_opt") is an error;
-# other unknown keys may belong to a user's own extension and only give a warning.
+# Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read; DerainModel's own
+# train keys come from DerainModel.TRAIN_OPTIONS. A key not listed here that is a near-miss of one that
+# is ("total_iters", "pixle_opt") is an error; other unknown keys may belong to a user's own extension and
+# only give a warning.
 KNOWN_KEYS = {
     '': ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
          'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume',
          'root_path'),
-    'train': ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-              'nonfinite_loss', 'bf16', 'amp', 'compile'),
+    'train': ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt'),
     'val': ('val_freq', 'save_img', 'suffix', 'metrics', 'pbar'),
     'logger': ('print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'),
     'path': ('pretrain_network_g', 'param_key_g', 'strict_load_g', 'resume_state', 'ignore_resume_networks',
@@ -300,7 +301,10 @@ def check_options(opt):
         _check_keys(opt, '', KNOWN_KEYS[''], warnings)
         for section in ('train', 'val', 'logger', 'path'):
             if isinstance(opt.get(section), dict):
-                _check_keys(opt[section], f'{section}:', KNOWN_KEYS[section], warnings)
+                known = KNOWN_KEYS[section]
+                if section == 'train' and opt['model_type'] != 'SRModel':
+                    known += DerainModel.TRAIN_OPTIONS
+                _check_keys(opt[section], f'{section}:', known, warnings)
     _check_types(opt)
     _check_datasets(opt, warnings)
     _check_weights(opt)

@@ -1,11 +1,13 @@
 """BasicSR model for single-image deraining with DSM-Net."""
 import inspect
+import math
 from collections import OrderedDict
 from os import path as osp
 
 import torch
 
 from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
+from dsmnet_arch.models.divergence_guard import DivergenceGuard, guard_options
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
@@ -76,9 +78,17 @@ def compile_kwargs(value):
 class DerainModel(SRModel):
     """BasicSR's SRModel (scale 1) with what long deraining runs need.
 
-    Options under ``train``, besides SRModel's:
-        nonfinite_loss (str): what a NaN or infinite loss does. ``stop`` (default) ends the run
-            with an error naming the iteration and each loss term; ``skip`` drops the batch
+    Options under ``train``, besides SRModel's (:attr:`TRAIN_OPTIONS`):
+        grad_clip_norm (float | None): clip the gradients to this total norm before each optimizer step
+            (``torch.nn.utils.clip_grad_norm_``). Default: None (no clipping). The norm before clipping is
+            logged as ``grad_norm``. Our options files set 0.1 (docs/architecture.md, "Training stability").
+        guard (bool | dict): the divergence guard (:mod:`dsmnet_arch.models.divergence_guard`): rolls the
+            run back to a state kept in memory after a loss spike or a non-finite loss or gradient, and stops
+            after too many rollbacks. ``true`` for the defaults, or a mapping of its settings
+            (``loss_ratio``, ``grad_ratio``, ``window``, ``snapshot_every``, ``lr_factor``, ``max_rollbacks``,
+            ``rollback_window``). Default: off. With the guard on, ``nonfinite_loss`` must not be set.
+        nonfinite_loss (str): without the guard, what a NaN or infinite loss does. ``stop`` (default) ends
+            the run with an error naming the iteration and each loss term; ``skip`` drops the batch
             (no optimizer step) and goes on. The decision is shared by all processes in a
             distributed run, so no process waits for another forever.
         amp (str | bool): mixed precision: the network's forward pass under ``torch.autocast`` in
@@ -99,12 +109,24 @@ class DerainModel(SRModel):
     the same "Best: ... @ iter" as the run it continues.
     """
 
+    #: The ``train`` keys DerainModel reads besides SRModel's (the options checker knows them from here).
+    TRAIN_OPTIONS = ('grad_clip_norm', 'guard', 'nonfinite_loss', 'amp', 'bf16', 'compile')
+
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.nonfinite_loss = train_opt.get('nonfinite_loss', 'stop')
         if self.nonfinite_loss not in NONFINITE_CHOICES:
             raise ValueError(f'train:nonfinite_loss must be one of {NONFINITE_CHOICES}, '
                              f'got {self.nonfinite_loss!r}')
+        guard_opt = guard_options(train_opt.get('guard'))
+        if guard_opt is not None and 'nonfinite_loss' in train_opt:
+            raise ValueError('train:nonfinite_loss has no effect with train:guard (a non-finite loss rolls back): '
+                             'remove one of them')
+        self.guard = DivergenceGuard(guard_opt) if guard_opt is not None else None
+        self.grad_clip_norm = train_opt.get('grad_clip_norm')
+        if self.grad_clip_norm is not None and not (isinstance(self.grad_clip_norm, (int, float))
+                                                    and self.grad_clip_norm > 0):
+            raise ValueError(f'train:grad_clip_norm must be a positive number or null, got {self.grad_clip_norm!r}')
         self.amp = amp_mode(train_opt, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == 'fp16' else None
         compile_opt = train_opt.get('compile', False)
@@ -127,13 +149,49 @@ class DerainModel(SRModel):
         return super().get_bare_model(getattr(net, '_orig_mod', net))
 
     def optimize_parameters(self, current_iter):
+        """One training step: forward, loss, the guards, backward, gradient clipping, optimizer step, EMA."""
         self.optimizer_g.zero_grad(set_to_none=True)
-        if self.nonfinite_loss == 'skip':  # a skipped batch must not leave its BatchNorm statistics behind
+        if self.nonfinite_loss == 'skip' and self.guard is None:  # a skipped batch leaves no BatchNorm statistics
             buffers = [b.clone() for b in self.net_g.buffers()]
         with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp is not None):
             self.output = self.net_g(self.lq)
-        output = self.output.float()
+        loss_dict = self._losses(self.output.float())
+        l_total = sum(loss_dict.values())
+        loss = self._mean_over_processes(l_total)
+        if self.guard is not None:
+            trip = self.guard.loss_trip(loss)
+            if trip is None:
+                grad_norm = self._backward(l_total)
+                if self.scaler is None or math.isfinite(grad_norm):  # an fp16 overflow is the scaler's to skip
+                    trip = self.guard.grad_trip(grad_norm)
+            if trip is not None:
+                self._roll_back(trip, current_iter)
+                self.log_dict = self.reduce_loss_dict(loss_dict)
+                return
+            self._step()
+            self.guard.record(loss, grad_norm)
+            if self.guard.snapshot_due(current_iter):
+                self.guard.take_snapshot(self, current_iter)
+        elif math.isfinite(loss):
+            grad_norm = self._backward(l_total)
+            self._step()
+        else:
+            terms = ', '.join(f'{k}={v.item():.4g}' for k, v in loss_dict.items())
+            message = f'Non-finite loss at iteration {current_iter}: {terms}'
+            if self.nonfinite_loss == 'stop':
+                raise FloatingPointError(f'{message}. Training stopped; the last saved checkpoint is kept. '
+                                         'Set train:nonfinite_loss: skip to drop such batches instead.')
+            get_root_logger().warning(f'{message}; batch skipped (train:nonfinite_loss: skip).')
+            for live, saved in zip(self.net_g.buffers(), buffers):
+                live.copy_(saved)
+            grad_norm = float('nan')
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_dict['grad_norm'] = grad_norm
+        if self.scaler is not None:
+            self.log_dict['grad_scale'] = self.scaler.get_scale()
 
+    def _losses(self, output):
+        """The loss terms BasicSR's SRModel computes, by name."""
         loss_dict = OrderedDict()
         if self.cri_pix:
             loss_dict['l_pix'] = self.cri_pix(output, self.gt)
@@ -143,38 +201,45 @@ class DerainModel(SRModel):
                 loss_dict['l_percep'] = l_percep
             if l_style is not None:
                 loss_dict['l_style'] = l_style
-        l_total = sum(loss_dict.values())
+        return loss_dict
 
-        if self._loss_is_finite(l_total):
-            if self.scaler is None:
-                l_total.backward()
-                self.optimizer_g.step()
-            else:  # skips the step (and lowers the scale) when the scaled gradients overflowed
-                self.scaler.scale(l_total).backward()
-                self.scaler.step(self.optimizer_g)
-                self.scaler.update()
-            if self.ema_decay > 0:
-                self.model_ema(decay=self.ema_decay)
+    def _backward(self, l_total):
+        """Gradients of ``l_total`` (unscaled when a gradient scaler runs), clipped to ``train:grad_clip_norm``
+        when set; returns their norm before clipping (non-finite when a scaled fp16 gradient overflowed)."""
+        if self.scaler is None:
+            l_total.backward()
         else:
-            terms = ', '.join(f'{k}={v.item():.4g}' for k, v in loss_dict.items())
-            message = f'Non-finite loss at iteration {current_iter}: {terms}'
-            if self.nonfinite_loss == 'stop':
-                raise FloatingPointError(f'{message}. Training stopped; the last saved checkpoint is kept. '
-                                         'Set train:nonfinite_loss: skip to drop such batches instead.')
-            get_root_logger().warning(f'{message}; batch skipped (train:nonfinite_loss: skip).')
-            self.optimizer_g.zero_grad(set_to_none=True)
-            for live, saved in zip(self.net_g.buffers(), buffers):
-                live.copy_(saved)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.scaler is not None:
-            self.log_dict['grad_scale'] = self.scaler.get_scale()
+            self.scaler.scale(l_total).backward()
+            self.scaler.unscale_(self.optimizer_g)
+        max_norm = self.grad_clip_norm or float('inf')
+        return torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), max_norm).item()
 
-    def _loss_is_finite(self, loss):
-        """True when the loss is finite in every process (one all-reduce in distributed runs)."""
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
+    def _step(self):
+        """The optimizer step (through the scaler, which skips it when the gradients overflowed), then EMA."""
+        if self.scaler is None:
+            self.optimizer_g.step()
+        else:
+            self.scaler.step(self.optimizer_g)
+            self.scaler.update()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def _roll_back(self, trip, current_iter):
+        """Restore the divergence guard's snapshot (or stop the run) after an iteration that tripped it."""
+        self.optimizer_g.zero_grad(set_to_none=True)
+        restored = self.guard.rollback(self, current_iter)
+        lr = ', '.join(f'{lr:.3g}' for lr in self.get_current_learning_rate())
+        get_root_logger().warning(f'Divergence guard at iteration {current_iter}: {trip}; rolled back to the state of '
+                                  f'iteration {restored} (rollback {len(self.guard.rollbacks)}), learning rate {lr}.')
+
+    def _mean_over_processes(self, loss):
+        """The loss as a float, averaged over all processes in distributed runs (non-finite if it is in any)."""
+        loss = loss.detach().float()
         if self.opt['dist']:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        return bool(finite.item())
+            loss = loss.clone()
+            torch.distributed.all_reduce(loss)
+            loss /= torch.distributed.get_world_size()
+        return loss.item()
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
