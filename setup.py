@@ -14,7 +14,11 @@ setup(
         'torch>=2.0', 'torchvision', 'basicsr==1.4.2', 'numpy', 'opencv-python', 'lmdb', 'pyyaml',
         'tb-nightly', 'scikit-image', 'tqdm'
     ],
-    extras_require={'export': ['onnx', 'onnxruntime']},
+    extras_require={
+        'export': ['onnx', 'onnxruntime'],
+        'web': ['gradio>=6'],  # gr.ImageSlider, launch(theme=, footer_links=)
+        'video': ['av>=14'],  # add_stream_from_template
+    },
     entry_points={'console_scripts': [
         'dsmnet-train=dsmnet_arch.train:main',
         'dsmnet-test=dsmnet_arch.test:main',
