@@ -544,3 +544,32 @@ def test_an_unreadable_options_file_is_named(tmp_path, weights, capsys):
     assert run(args + [tmp_path / 'none.yml']) == 2
     assert 'network_g must be a section with "type: DSMNet", got type None' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+def test_max_pixels_skips_larger_images_by_name(tmp_path, weights, capsys):
+    path, _ = weights
+    cv2.imwrite(str(tmp_path / 'small.png'), make_file_image('rgb', np.uint8, 20, 30))  # 600 pixels
+    cv2.imwrite(str(tmp_path / 'large.png'), make_file_image('rgb', np.uint8, 30, 30))  # 900 pixels
+    assert run(['-i', tmp_path, '-o', tmp_path / 'out', '--weights', path, '--max-pixels', '800']) == 1
+    assert f'Skipped {tmp_path / "large.png"}: 900 pixels, more than the limit of 800 (--max-pixels)' in \
+        capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / 'out')) == ['small.png']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--weights', 'w.pth'], '-i/--input and -o/--output are required (or --serve for the web page)'),
+    (['--serve', '-i', 'a.png', '--weights', 'w.pth'], '--serve takes no -i/-o'),
+    (['-i', 'a.png', '-o', 'out', '--max-pixels', 'many'], "argument --max-pixels: expected a number of pixels"),
+])
+def test_serve_and_input_arguments_are_checked(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_without_weights_the_error_says_none_are_bundled(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / 'a.png'), make_file_image('rgb', np.uint8))
+    assert infer.default_weights() is None  # until the package ships weights
+    assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out']) == 2
+    assert 'error: --weights is required: no weights are bundled with this package yet' in capsys.readouterr().err
+    assert infer.parse_args(['--serve', '--weights', 'w.pth']).max_pixels == infer.SERVE_MAX_PIXELS
