@@ -102,6 +102,12 @@ class DerainModel(SRModel):
         compile (bool | dict): ``torch.compile`` the network for training: ``true`` or a mapping of
             ``torch.compile`` arguments (e.g. ``{mode: max-autotune}``). Default: False. Validation and
             the saved weights use the network itself, so checkpoints keep their plain keys.
+        sync_bn (bool): in a distributed run, convert the network's BatchNorm layers to
+            ``torch.nn.SyncBatchNorm`` before DDP wraps it, so that their statistics (and running
+            statistics) are over the whole batch of all processes, not over each process's
+            ``batch_size_per_gpu`` images. Needs GPUs (PyTorch synchronises GPU tensors only); without a
+            distributed run it does nothing and says so in the log. Default: False. The state-dict keys
+            are BatchNorm's, so checkpoints load into an unconverted network.
 
     Checkpoints (``models/*.pth``) and training states (``training_states/*.state``) are written
     atomically; a checkpoint also records the network's arguments (``dsmnet_arch.checkpoint``) and a
@@ -110,7 +116,35 @@ class DerainModel(SRModel):
     """
 
     #: The ``train`` keys DerainModel reads besides SRModel's (the options checker knows them from here).
-    TRAIN_OPTIONS = ('grad_clip_norm', 'guard', 'nonfinite_loss', 'amp', 'bf16', 'compile')
+    TRAIN_OPTIONS = ('grad_clip_norm', 'guard', 'nonfinite_loss', 'amp', 'bf16', 'compile', 'sync_bn')
+
+    def model_to_device(self, net):
+        """BasicSR's placement and DDP wrapping, with the BatchNorm layers made ``torch.nn.SyncBatchNorm``
+        first when ``train:sync_bn`` is true in a distributed run (BasicSR builds net_g through this; the
+        EMA copy, used only for validation and saving, is not)."""
+        if self._sync_bn():
+            count = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            get_root_logger().info(f'train:sync_bn: {count} BatchNorm layers of {type(net).__name__} synchronised '
+                                   f'over {torch.distributed.get_world_size()} processes (torch.nn.SyncBatchNorm)')
+        return super().model_to_device(net)
+
+    def _sync_bn(self):
+        """Whether ``train:sync_bn`` converts the network: true in a distributed run on GPUs. A one-line
+        ``ValueError`` names the option for a value other than true/false and for a distributed CPU run."""
+        sync_bn = (self.opt.get('train') or {}).get('sync_bn', False) if self.is_train else False
+        if not (sync_bn is None or isinstance(sync_bn, bool)):
+            raise ValueError(f'train:sync_bn must be true or false, got {sync_bn!r}')
+        if not sync_bn:
+            return False
+        if not self.opt['dist']:
+            get_root_logger().info('train:sync_bn: true does nothing without a distributed run (one process '
+                                   'sees the whole batch): BatchNorm layers kept')
+            return False
+        if self.device.type == 'cpu':
+            raise ValueError('train:sync_bn: true needs GPUs (torch.nn.SyncBatchNorm synchronises GPU tensors '
+                             'only) and this distributed run trains on the CPU; set train:sync_bn: false')
+        return True
 
     def init_training_settings(self):
         train_opt = self.opt['train']
