@@ -43,7 +43,9 @@ except ImportError:  # torch alone, e.g. in a BasicSR fork that finds ``type:`` 
 
 ATTENTIONS = ('ca', 'sp', 'sa', 'ca+sp', 'sp+sa', 'ca+sa')
 
-# Paper Table 5 (section 4.3): the connections between the MAB's kernel branches in each variant.
+# Paper Table 5 (section 4.3): the connections each variant keeps, as the table lists them. That they
+# act between the MAB's kernel branches is our reading of eq. 5-10, not stated by the paper; the
+# other reading, links between the MABs, is DSMNet's level_* switches (docs/architecture.md).
 MAB_VARIANTS = {
     'M1': dict(across_down=False, across_up=False, dense_fusion=False),  # "stripped of all connections"
     'M2': dict(across_down=True, across_up=True, dense_fusion=False),  # no Dense-Fusion
