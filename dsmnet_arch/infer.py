@@ -19,6 +19,7 @@ import contextlib
 import glob
 import inspect
 import sys
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -128,14 +129,21 @@ def is_video(path):
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
 def image_pixels(path):
     """Width x height from the file's header (nothing decoded), or ``None`` if Pillow cannot tell."""
     from PIL import Image
-    try:
-        with Image.open(path) as img:
-            return img.width * img.height
-    except Exception:  # Pillow's errors for files it does not know vary (OSError, ValueError, SyntaxError)
-        return None
+    with _PILLOW_LIMIT:  # Pillow's own limit would refuse the very headers this is for (> 179 MP)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as img:
+                return img.width * img.height
+        except Exception:  # Pillow's errors for files it does not know vary (OSError, ValueError, SyntaxError)
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_image(path, max_pixels=None):

@@ -573,3 +573,20 @@ def test_without_weights_the_error_says_none_are_bundled(tmp_path, capsys):
     assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out']) == 2
     assert 'error: --weights is required: no weights are bundled with this package yet' in capsys.readouterr().err
     assert infer.parse_args(['--serve', '--weights', 'w.pth']).max_pixels == infer.SERVE_MAX_PIXELS
+
+
+def test_max_pixels_is_read_off_the_header_before_decoding(tmp_path):
+    """A PNG whose header claims 20000 x 10000 pixels and holds none is refused by its header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+    header = struct.pack('>IIBBBBB', 20000, 10000, 8, 2, 0, 0, 0)
+    (tmp_path / 'huge.png').write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b''))
+    assert infer.image_pixels(tmp_path / 'huge.png') == 200_000_000
+    with pytest.raises(ValueError, match=r'^200,000,000 pixels, more than the limit of 50,000,000 \(--max-pixels\)$'):
+        infer.read_image(tmp_path / 'huge.png', max_pixels=50_000_000)
+    with pytest.raises(ValueError, match='not a readable image'):  # no limit: decoded, and found empty
+        infer.read_image(tmp_path / 'huge.png')

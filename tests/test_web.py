@@ -3,7 +3,7 @@
 Needs Debian's chromium (``apt-get install chromium``; no browser is downloaded) and the ``web`` extra
 (Gradio) with Playwright. Skipped with the reason where they are missing, unless
 DSMNET_BROWSER_TEST=required (set by CI), which turns the skip into a failure. The screenshot in the
-README comes from here too: DSMNET_SCREENSHOT=docs/images/web_page.png DSMNET_SCREENSHOT_WEIGHTS=W.pth
+README comes from here too: DSMNET_SCREENSHOT=docs/images/web_page.jpg DSMNET_SCREENSHOT_WEIGHTS=W.pth
 DSMNET_SCREENSHOT_PHOTO=P.png pytest tests/test_web.py -k screenshot.
 """
 import os
@@ -170,7 +170,9 @@ def test_screenshot(tmp_path, browser):
         upload_and_wait(page, [os.environ['DSMNET_SCREENSHOT_PHOTO']], 'Derained 1 of 1')
         page.locator('#slider img').nth(1).wait_for()
         time.sleep(1)
-        page.screenshot(path=os.environ['DSMNET_SCREENSHOT'], full_page=True)
+        shot = os.environ['DSMNET_SCREENSHOT']
+        jpeg = shot.lower().endswith(('.jpg', '.jpeg'))
+        page.screenshot(path=shot, full_page=True, **({'type': 'jpeg', 'quality': 88} if jpeg else {}))
     finally:
         server.terminate()
         server.wait(timeout=30)
