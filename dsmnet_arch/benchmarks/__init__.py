@@ -1,0 +1,1 @@
+"""Benchmarks that measure the package: programs, run from scripts/ or with ``python -m``."""
