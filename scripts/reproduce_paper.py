@@ -1,7 +1,8 @@
 """Reproduce the paper's Tables 2-5: prepare the downloads, train and test every experiment, compare.
 
     python scripts/reproduce_paper.py --data DOWNLOADS --out reproduce            # all four tables
-    python scripts/reproduce_paper.py --data DOWNLOADS --out reproduce --dry-run  # plan and time estimate
+    python scripts/reproduce_paper.py --data DOWNLOADS --out reproduce --dry-run  # the plan, at once
+    python scripts/reproduce_paper.py ... --dry-run --time-estimate               # and a timed estimate
 
 DOWNLOADS holds Rain100L/, Rain100H/, Rain800/ and Rain1400/, each what
 ``scripts/prepare_rain_datasets.py --src`` takes. Everything is written under --out: prepared
@@ -48,7 +49,22 @@ PAPER_RAINY = {  # Table 2, "Rainy": the score of the rainy input itself (PSNR, 
     'Rain800': ('21.16', '0.652'),
     'Rain1400': ('25.24', '0.810'),
 }
-DEFAULT_VARIANT = {'attention': 'ca+sa', 'num_subspaces': 8, 'mab_variant': 'M5'}  # the paper's DSM-Net
+# The paper's DSM-Net: its attention and subspaces, and all of Table 5's connections (in the MAB, and the
+# network links of our reconstruction that the second reading of Table 5 switches).
+DEFAULT_VARIANT = {'attention': 'ca+sa', 'num_subspaces': 8, 'mab_variant': 'M5', 'level_down': True, 'level_up': True,
+                   'level_dense': True}
+# Paper Table 5: the connections each variant keeps (Across-Down, Across-Up, Dense-Fusion), and its Rain100L
+# PSNR/SSIM. Read as connections inside the MAB they are mab_variant (the table we reproduce); read as the
+# links between the MABs they are DSMNet's level_down, level_up, level_dense (an extra table of ours).
+TABLE5 = {
+    'M1': ((False, False, False), ('36.15', '0.9757')),
+    'M2': ((True, True, False), ('36.40', '0.9760')),
+    'M3': ((True, False, True), ('36.65', '0.9770')),
+    'M4': ((False, True, True), ('36.44', '0.9765')),
+    'M5': ((True, True, True), ('38.27', '0.9829')),
+}
+LEVEL_KEYS = ('level_down', 'level_up', 'level_dense')  # Across-Down, Across-Up, Dense-Fusion between the MABs
+NETWORK_TABLE = '5n'  # the key of the extra table (--table5-network-level)
 # What the shipped test options report for the paper's sets: BasicSR's Y and RGB, and Y as the field's two
 # families of MATLAB scripts score it (dsmnet_arch/metrics/protocol_metrics.py); metric names <psnr|ssim>_<space>.
 SPACES = {'y': 'Y', 'rgb': 'RGB', 'y_restormer': 'Restormer Y', 'y_rcdnet': 'RCDNet Y'}
@@ -91,14 +107,24 @@ TABLES = {
         _ablation('n = 8', 'num_subspaces', 8, '38.27', '0.9829'),
         _ablation('n = 16', 'num_subspaces', 16, '38.11', '0.9826'),
     ]),
-    5: ('Table 5: connections inside the MAB (Rain100L)', [
-        _ablation('M1', 'mab_variant', 'M1', '36.15', '0.9757'),
-        _ablation('M2', 'mab_variant', 'M2', '36.40', '0.9760'),
-        _ablation('M3', 'mab_variant', 'M3', '36.65', '0.9770'),
-        _ablation('M4', 'mab_variant', 'M4', '36.44', '0.9765'),
-        _ablation('M5', 'mab_variant', 'M5', '38.27', '0.9829'),
-    ]),
+    5: ('Table 5: connections inside the MAB (Rain100L)',
+        [_ablation(label, 'mab_variant', label, *paper) for label, (_, paper) in TABLE5.items()]),
 }
+
+
+def _network_level(label, connections, paper):
+    variant = tuple((key, on) for key, on in zip(LEVEL_KEYS, connections) if on != DEFAULT_VARIANT[key])
+    return Row(label, 'Rain100L', variant, paper)
+
+
+# Not a table of the paper: its Table 5 read as the links between the MABs. Only with --table5-network-level.
+OUR_TABLES = {
+    NETWORK_TABLE: ('Table 5, network-level reading (ours, not an experiment of the paper): Across-Down, Across-Up '
+                    'and Dense-Fusion as the links between the MABs (level_down, level_up, level_dense), every MAB '
+                    'the full M5 (Rain100L)',
+                    [_network_level(label, connections, paper) for label, (connections, paper) in TABLE5.items()]),
+}
+ALL_TABLES = {**TABLES, **OUR_TABLES}
 
 
 class InputError(ValueError):
@@ -117,7 +143,8 @@ class Experiment:
 
 
 def experiment_name(dataset, variant):
-    """``DSMNet_<dataset>`` plus what differs from the paper's model: ``_CA+SP``, ``_n4``, ``_M1``."""
+    """``DSMNet_<dataset>`` plus what differs from the paper's model: ``_CA+SP``, ``_n4``, ``_M1``, and ``_netM1``
+    for the network links of Table 5's M1 (see TABLE5)."""
     parts = [f'DSMNet_{dataset}']
     if variant['attention'] != DEFAULT_VARIANT['attention']:
         parts.append(variant['attention'].upper())
@@ -125,6 +152,10 @@ def experiment_name(dataset, variant):
         parts.append(f'n{variant["num_subspaces"]}')
     if variant['mab_variant'] != DEFAULT_VARIANT['mab_variant']:
         parts.append(variant['mab_variant'])
+    links = tuple(variant[key] for key in LEVEL_KEYS)
+    if links != tuple(DEFAULT_VARIANT[key] for key in LEVEL_KEYS):
+        parts.append('net' + next((label for label, (connections, _) in TABLE5.items() if connections == links),
+                                  ''.join('1' if on else '0' for on in links)))
     return '_'.join(parts)
 
 
@@ -134,10 +165,10 @@ def row_experiment(row):
 
 
 def build_experiments(tables):
-    """The experiments the chosen tables need, in table order, each once."""
+    """The experiments the chosen tables (keys of ALL_TABLES) need, in table order, each once."""
     experiments = {}
-    for table in sorted(tables):
-        for row in TABLES[table][1]:
+    for table in sorted(tables, key=str):
+        for row in ALL_TABLES[table][1]:
             name = row_experiment(row)
             exp = experiments.setdefault(name, Experiment(name, row.dataset, {**DEFAULT_VARIANT, **dict(row.variant)}))
             if table not in exp.tables:
@@ -210,14 +241,23 @@ def parse_args(argv=None):
     parser.add_argument('--override', action='append', type=_override, default=[], metavar='KEY=VALUE',
                         help='set KEY (BasicSR style, e.g. network_g:num_feat=16) in every generated options file '
                         'that has its parent; repeatable')
+    parser.add_argument('--table5-network-level', action='store_true',
+                        help='also our second reading of Table 5, its connections as the links between the MABs '
+                        '(level_down, level_up, level_dense): an extra table of 4 more runs on Rain100L')
     parser.add_argument('--dry-run', action='store_true',
-                        help='list the experiments, commands, iterations and a timed estimate; run nothing')
-    parser.add_argument('--estimate-iters', type=_positive, default=3,
-                        help='timed training iterations per network for the --dry-run estimate (default: 3)')
+                        help='list the experiments, commands and iterations at once; run nothing')
+    parser.add_argument('--time-estimate', action='store_true',
+                        help='with --dry-run: time a training step of every network here for an estimate '
+                        '(minutes on a CPU)')
+    parser.add_argument('--estimate-iters', type=_positive, default=1,
+                        help='timed training iterations per network for --time-estimate (default: 1, after one '
+                        'warm-up)')
     args = parser.parse_args(argv)
     if PAPER_BATCH % args.gpus:
         parser.error(f'argument --gpus: the paper\'s batch of {PAPER_BATCH} does not split over {args.gpus} GPUs; '
                      'use 1, 2, 4, 8, 16 or 32')
+    if args.time_estimate and not args.dry_run:
+        parser.error('argument --time-estimate: only with --dry-run (it times the networks for the plan)')
     args.tables = sorted(set(args.tables))
     return args
 
@@ -322,6 +362,8 @@ def make_options(exp, out, args, cuda):
             opt['datasets'][phase].update(dataroot_gt=str(data / split / 'target'),
                                           dataroot_lq=str(data / split / 'input'))
     train['datasets']['train']['batch_size_per_gpu'] = PAPER_BATCH // args.gpus
+    if args.gpus > 1 and cuda:  # BatchNorm over the paper's 32 images, not each GPU's 32 / N (before --override)
+        train['train']['sync_bn'] = True  # (PyTorch synchronises GPU tensors only: CPU processes keep their own)
     schedule = train['train']
     schedule['total_iter'] = _scaled(schedule['total_iter'], factor)
     schedule['scheduler']['milestones'] = [_scaled(m, factor) for m in schedule['scheduler']['milestones']]
@@ -347,10 +389,17 @@ def write_options(exp, out, source_rows):
 
 
 def fingerprint(train_opt, gpus):
-    """What makes two trainings the same experiment: a run may only resume under the same settings."""
+    """What makes two trainings the same experiment: a run may only resume under the same settings.
+
+    The GPU count is not part of it as long as the total batch and the batch each BatchNorm sees stay: with
+    train:sync_bn, N GPUs train as one does. Without it on several GPUs, BatchNorm sees 32 / N images: recorded.
+    """
     dataset = train_opt['datasets']['train']
-    record = {'network_g': train_opt['network_g'], 'train': train_opt['train'], 'gt_size': dataset['gt_size'],
+    train = {k: v for k, v in train_opt['train'].items() if k != 'sync_bn'}
+    record = {'network_g': train_opt['network_g'], 'train': train, 'gt_size': dataset['gt_size'],
               'total_batch': dataset['batch_size_per_gpu'] * gpus, 'dataroot_lq': dataset['dataroot_lq']}
+    if gpus > 1 and not train_opt['train'].get('sync_bn'):
+        record['batchnorm_batch'] = dataset['batch_size_per_gpu']
     return json.loads(json.dumps(record))
 
 
@@ -651,7 +700,10 @@ def collect_tables(out, failures, settings):
             rainy[dataset] = {**_compare(PAPER_RAINY[dataset], scores), 'images': scores['images']}
     space, verdict = colour_space_verdict(list(rainy.values()))
     tables = {}
-    for number, (title, rows) in TABLES.items():
+    for number, (title, rows) in ALL_TABLES.items():
+        if number in OUR_TABLES and not settings.get('table5_network_level') and not any(
+                (run_dir(out, row_experiment(row)) / 'metrics.json').is_file() for row in rows if row.variant):
+            continue  # the extra table: when asked for, or when one of its own runs has finished
         entries = []
         for row in rows:
             name = row_experiment(row)
@@ -659,7 +711,7 @@ def collect_tables(out, failures, settings):
             state = 'done' if metrics else f'failed: {failures[name]}' if name in failures else 'not finished'
             entries.append({'label': row.label, 'dataset': row.dataset, 'experiment': name, 'status': state,
                             'total_iter': metrics['total_iter'] if metrics else None, **_compare(row.paper, metrics)})
-        tables[str(number)] = {'title': title, 'rows': entries}
+        tables[str(number)] = {'title': title, 'rows': entries, 'ours': number in OUR_TABLES}
     return {'generated': time.strftime('%Y-%m-%d %H:%M:%S'), 'settings': settings,
             'colour_space': {'matches': space, 'verdict': verdict, 'rainy_input': rainy}, 'tables': tables}
 
@@ -699,6 +751,15 @@ def render_tables(report):
             lines.append(_md_row([dataset, '-', ' / '.join(PAPER_RAINY[dataset])] + ['-'] * (2 * len(SPACES))))
     lines += ['', report['colour_space']['verdict'], '']
     for table in report['tables'].values():
+        if table.get('ours'):
+            lines += ['## Not in the paper: Table 5 read as the links between the MABs', '',
+                      'The paper\'s Table 5 names Across-Down, Across-Up and Dense-Fusion as "connection operations of '
+                      'MAB" without saying where they act. The table above reads them as connections between the '
+                      'MAB\'s kernel branches (our reading of eq. 5-10); this one reads them as the links between the '
+                      'MABs of the network (level_down, level_up, level_dense), each MAB the full M5. The "paper" '
+                      'column repeats its Table 5. The reading whose rows follow the paper\'s order (M1 lowest, M5 '
+                      'highest, M3 above M4 above M2) is the more plausible one; docs/reproduce.md says how to read '
+                      'the two.', '']
         lines += [f'## {table["title"]}', '',
                   _md_row(['row', 'paper'] + _md_figure_headers() + ['experiment', 'status']),
                   _md_row(['---'] + ['---:'] * (1 + 2 * len(SPACES)) + ['---'] * 2)]
@@ -820,47 +881,65 @@ def makespan(durations, jobs):
     return max(workers)
 
 
+def speed_key(exp):
+    """What sets the speed of ``exp``'s training step: experiments with the same key are timed once."""
+    data = exp.train_opt['datasets']['train']
+    return json.dumps([exp.train_opt['network_g'], data['batch_size_per_gpu'], data['gt_size'],
+                       exp.train_opt['train'].get('amp'), exp.train_opt['train'].get('bf16')], sort_keys=True)
+
+
 def dry_run(experiments, out, args, cuda_ids):
-    """Print every step with its command, iterations and timed estimate, and the total."""
-    import torch
-
-    from dsmnet_arch.utils import keep_freed_memory
-
-    keep_freed_memory()  # as the training and test programs do: on a CPU it changes the step time a lot
-    device = torch.device('cuda' if cuda_ids else 'cpu')
-    where = torch.cuda.get_device_name(0) if cuda_ids else f'the CPU (torch threads: {torch.get_num_threads()})'
+    """Print every step with its command and iterations, and the total; with --time-estimate, time every network
+    here first and add the estimate. Without it nothing is built or timed: the plan prints at once."""
     downloads = Path(args.data).resolve()
     print(f'Dry run: nothing is prepared, trained or tested; options files written to {out / "options"}.')
-    print(f'Run from {out}; {len(experiments)} experiments for table(s) {", ".join(map(str, args.tables))}, '
-          f'{args.gpus} GPU(s) per training, {args.jobs} at a time.')
+    print(f'Run from {out}; {len(experiments)} experiments for table(s) '
+          f'{", ".join(map(str, sorted({t for exp in experiments for t in exp.tables}, key=str)))}, '
+          f'{args.gpus} GPU(s) per training' + (' (BatchNorm synchronised: train:sync_bn)' if args.gpus > 1 and cuda_ids
+                                                else ' (processes on the CPU: BatchNorm over each one\'s '
+                                                f'{PAPER_BATCH // args.gpus} images)' if args.gpus > 1 else '')
+          + f', {args.jobs} at a time.')
     for dataset in sorted({exp.dataset for exp in experiments}, key=DATASETS.index):
         if not is_prepared(out, dataset):
             print(f'prepare {dataset}: {shlex.join(prepare_command(downloads, out, dataset))}')
-    print(f'Timing on {where}: {args.estimate_iters} training iteration(s) per network after one warm-up, batch '
-          f'{PAPER_BATCH // args.gpus} per GPU, and one {ESTIMATE_IMAGE[0]}x{ESTIMATE_IMAGE[1]} test image; '
-          'data loading is not included.\n')
-    score_s = time_metrics()
-    timings, remaining = {}, []
+    timings, score_s, where = {}, 0., None
+    if args.time_estimate:
+        import torch
+
+        from dsmnet_arch.utils import keep_freed_memory
+
+        keep_freed_memory()  # as the training and test programs do: on a CPU it changes the step time a lot
+        device = torch.device('cuda' if cuda_ids else 'cpu')
+        where = torch.cuda.get_device_name(0) if cuda_ids else f'the CPU (torch threads: {torch.get_num_threads()})'
+        print(f'Timing on {where}: {args.estimate_iters} training iteration(s) per network after one warm-up, '
+              f'batch {PAPER_BATCH // args.gpus} per GPU, and one {ESTIMATE_IMAGE[0]}x{ESTIMATE_IMAGE[1]} test '
+              'image; data loading is not included.', flush=True)
+        score_s = time_metrics()
+    print()
+    remaining = []
     for number, exp in enumerate(experiments, 1):
-        data = exp.train_opt['datasets']['train']
-        key = json.dumps([exp.train_opt['network_g'], data['batch_size_per_gpu'], data['gt_size'],
-                          exp.train_opt['train'].get('amp'), exp.train_opt['train'].get('bf16')],
-                         sort_keys=True)  # what sets the speed
-        if key not in timings:
+        key = speed_key(exp)
+        if args.time_estimate and key not in timings:
             timings[key] = time_network(exp.train_opt, args.estimate_iters, device)
-        train_s, eval_s, state, detail = estimate(exp, out, args, timings[key], score_s)
-        remaining.append(train_s + eval_s)
+        state, detail = status(exp, out, args.gpus)
         pairs = pair_count(out, exp.dataset, 'train')
         pairs_note = f'{pairs} pairs' if pairs else f'the paper\'s {PAPER_PAIRS[exp.dataset][0]} pairs until prepared'
         print(f'{number:2d}. {exp.name}  tables {", ".join(map(str, exp.tables))}  {exp.dataset}  '
               f'{exp.train_opt["train"]["total_iter"]:,} iterations ({pairs_note})  {describe(state, detail)}')
-        print(f'    estimate: {timings[key][0]:.3f} s/iteration -> training {duration(train_s)}, '
-              f'validation and test {duration(eval_s)}')
+        if args.time_estimate:
+            train_s, eval_s, state, detail = estimate(exp, out, args, timings[key], score_s)
+            remaining.append(train_s + eval_s)
+            print(f'    estimate: {timings[key][0]:.3f} s/iteration -> training {duration(train_s)}, '
+                  f'validation and test {duration(eval_s)}')
         print(f'    train: {shlex.join(train_command(options_path(out, "train", exp.name), args.gpus))}')
-        print(f'    test:  {shlex.join(test_command(options_path(out, "test", exp.name)))}')
-    print(f'\nTotal: {sum(e.train_opt["train"]["total_iter"] for e in experiments):,} iterations; estimated '
-          f'{duration(sum(remaining))} of work left' + (f', {duration(makespan(remaining, args.jobs))} with '
-                                                         f'{args.jobs} at a time' if args.jobs > 1 else '') +
+        print(f'    test:  {shlex.join(test_command(options_path(out, "test", exp.name)))}', flush=True)
+    total = f'\nTotal: {sum(e.train_opt["train"]["total_iter"] for e in experiments):,} iterations'
+    if not args.time_estimate:
+        print(f'{total}. Not timed: add --time-estimate to time each of the {len({speed_key(e) for e in experiments})} '
+              'networks here for an estimate.')
+        return
+    print(f'{total}; estimated {duration(sum(remaining))} of work left' + (
+        f', {duration(makespan(remaining, args.jobs))} with {args.jobs} at a time' if args.jobs > 1 else '') +
           f' on {where}.')
 
 
@@ -888,7 +967,7 @@ def check_data(args, out, experiments):
     if not data.is_dir():
         raise InputError(f'--data {data}: folder not found')
     for dataset in DATASETS:
-        tables = sorted({t for exp in experiments if exp.dataset == dataset for t in exp.tables})
+        tables = sorted({t for exp in experiments if exp.dataset == dataset for t in exp.tables}, key=str)
         if tables and not is_prepared(out, dataset) and not (data / dataset).is_dir():
             raise InputError(f'--data {data}: no folder {dataset}/ (table(s) {", ".join(map(str, tables))} need '
                              f'{dataset} as downloaded, see docs/datasets.md), and {prepared_dir(out, dataset)} '
@@ -905,7 +984,8 @@ def run(experiments, out, args, cuda_ids):
         runner.map(runner.prepare, [d for d in DATASETS if d in needed and not is_prepared(out, d)])
     for exp in experiments:
         exp.train_opt, exp.test_opt = make_options(exp, out, args, bool(cuda_ids))
-        rows = [f'table {t} row {r.label}' for t in exp.tables for r in TABLES[t][1] if row_experiment(r) == exp.name]
+        rows = [f'{"our network-level reading of table 5" if t in OUR_TABLES else f"table {t}"} row {r.label}'
+                for t in exp.tables for r in ALL_TABLES[t][1] if row_experiment(r) == exp.name]
         write_options(exp, out, ', '.join(rows))
     # One at a time: shortest first, so the tables fill early. Several at once: longest first, the
     # shortest wall time (Rain1400 alone is more than half of all iterations).
@@ -915,6 +995,7 @@ def run(experiments, out, args, cuda_ids):
         return 0
 
     settings = {'scale': args.scale, 'gpus': args.gpus, 'tables': args.tables,
+                'table5_network_level': args.table5_network_level,
                 'overrides': [f'{":".join(keys)}={json.dumps(value)}' for keys, value in args.override]}
     for dataset in DATASETS:
         if is_prepared(out, dataset):
@@ -941,7 +1022,7 @@ def run(experiments, out, args, cuda_ids):
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out).resolve()
-    experiments = build_experiments(args.tables)
+    experiments = build_experiments(args.tables + ([NETWORK_TABLE] if args.table5_network_level else []))
     try:
         check_data(args, out, experiments)
         check_overrides(args.override)

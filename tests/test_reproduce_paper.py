@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from dsmnet_arch.archs.dsmnet_arch import MAB_VARIANTS
 from dsmnet_arch.metrics.protocol_metrics import (
     calculate_psnr_y_rounded,
     calculate_ssim_y_downsampled,
@@ -117,6 +118,8 @@ def test_bad_input_is_one_line_naming_the_option_or_folder(tmp_path, reproduce, 
         (['--tables', '2'], f'error: --data {data}: no folder Rain100H/ (table(s) 2 need Rain100H'),
         (['--override', 'netwrk_g:num_feat=8'], 'error: --override netwrk_g:num_feat: no options file has netwrk_g'),
         (['--override', 'network_g:attention=ca'], 'error: argument --override: network_g:attention is set by each'),
+        (['--override', 'network_g:level_up=false'], 'error: argument --override: network_g:level_up is set by each'),
+        (['--time-estimate'], 'error: argument --time-estimate: only with --dry-run'),
         (['--gpus', '3'], 'error: argument --gpus: the paper\'s batch of 32 does not split over 3 GPUs'),
         (['--scale', '2'], 'error: argument --scale: \'2\' is not a fraction in (0, 1]'),
     ]
@@ -130,28 +133,42 @@ def test_bad_input_is_one_line_naming_the_option_or_folder(tmp_path, reproduce, 
     assert not (tmp_path / 'out').exists()
 
 
-def test_dry_run_lists_every_experiment_and_writes_its_options(tmp_path, reproduce, capsys, monkeypatch):
-    monkeypatch.setattr(reproduce, 'ESTIMATE_IMAGE', (H, W))  # time a small test image: seconds, not minutes
+def dry_run_argv(tmp_path, *extra):
     for dataset in ('Rain100L', 'Rain100H', 'Rain800', 'Rain1400'):
-        (tmp_path / 'data' / dataset).mkdir(parents=True)
+        (tmp_path / 'data' / dataset).mkdir(parents=True, exist_ok=True)
+    return ['--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'out'), '--dry-run', '--scale', '0.002',
+            *extra] + SMALL
+
+
+def listed_experiments(text):
+    """(name, tables, dataset, iterations) of every experiment a dry run lists."""
+    return re.findall(r'^\s*\d+\. (DSMNet_\S+)  tables ([\dn, ]+)  (\w+)  ([\d,]+) iterations', text, re.M)
+
+
+def test_dry_run_lists_every_experiment_and_writes_its_options(tmp_path, reproduce, capsys, monkeypatch):
+    def no_timing(*args):
+        raise AssertionError('the dry run timed a network without --time-estimate')
+
+    monkeypatch.setattr(reproduce, 'time_network', no_timing)
+    monkeypatch.setattr(reproduce, 'time_metrics', no_timing)
     out = tmp_path / 'out'
-    argv = ['--data', str(tmp_path / 'data'), '--out', str(out), '--dry-run', '--gpus', '2', '--jobs', '2',
-            '--scale', '0.002', '--estimate-iters', '1'] + SMALL
-    assert reproduce.main(argv) == 0
+    assert reproduce.main(dry_run_argv(tmp_path, '--gpus', '2', '--jobs', '2')) == 0
     text = capsys.readouterr().out
-    listed = re.findall(r'^\s*\d+\. (DSMNet_\S+)  tables ([\d, ]+)  (\w+)  ([\d,]+) iterations', text, re.M)
+    listed = listed_experiments(text)
     assert len(listed) == EXPERIMENTS and len({name for name, *_ in listed}) == EXPERIMENTS
     assert ('DSMNet_Rain100L', '2, 3, 4, 5', 'Rain100L', '250') in listed  # 125,000 x 0.002, shared by four tables
     assert ('DSMNet_Rain1400', '2', 'Rain1400', '7,875') in listed
-    assert len(re.findall(r'estimate: [\d.]+ s/iteration -> training .+, validation and test', text)) == EXPERIMENTS
+    assert 'estimate:' not in text and 'Not timed: add --time-estimate to time each of the 12 networks' in text
+    assert re.search(r'Total: [\d,]+ iterations\. Not timed', text)
     assert text.count('torch.distributed.run --standalone --nproc_per_node=2') == EXPERIMENTS
-    assert re.search(r'Total: [\d,]+ iterations; estimated .+ of work left, .+ with 2 at a time on the CPU', text)
+    assert '2 GPU(s) per training (processes on the CPU: BatchNorm over each one\'s 16 images)' in text
     assert text.count('prepare Rain') == 4 and not (out / 'datasets').exists() and not (out / 'experiments').exists()
 
     train = yaml.safe_load((out / 'options' / 'train_DSMNet_Rain100L_M1.yml').read_text())
     assert train['name'] == 'DSMNet_Rain100L_M1'
     assert train['network_g']['mab_variant'] == 'M1' and train['network_g']['num_feat'] == 16
     assert train['datasets']['train']['batch_size_per_gpu'] == 16  # 32 in total on 2 GPUs
+    assert 'sync_bn' not in train['train']  # CPU processes cannot synchronise BatchNorm (with GPUs: below)
     assert train['datasets']['train']['dataroot_lq'] == str(out / 'datasets' / 'Rain100L' / 'train' / 'input')
     assert (train['train']['total_iter'], train['train']['scheduler']['milestones']) == (250, [125, 188])
     assert (train['val']['val_freq'], train['logger']['save_checkpoint_freq'], train['logger']['print_freq']) == (
@@ -162,6 +179,83 @@ def test_dry_run_lists_every_experiment_and_writes_its_options(tmp_path, reprodu
                                                      'net_g_latest.pth')
     assert yaml.safe_load((out / 'options' / 'train_DSMNet_Rain100L_n16.yml').read_text())['network_g'][
         'num_subspaces'] == 16
+
+
+def test_dry_run_imports_no_network_code_without_time_estimate(tmp_path):
+    """The plan alone reads options files: neither BasicSR nor this package's networks are imported."""
+    program = textwrap.dedent(f'''
+        import runpy, sys
+        sys.argv = {[SCRIPT] + dry_run_argv(tmp_path, '--tables', '5')!r}
+        try:
+            runpy.run_path({SCRIPT!r}, run_name='__main__')
+        except SystemExit as exit:
+            assert not exit.code, exit.code
+        network_code = ('basicsr', 'dsmnet_arch.archs', 'dsmnet_arch.models')
+        print('imported:', sorted(m for m in network_code if m in sys.modules))
+    ''')
+    proc = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(listed_experiments(proc.stdout)) == 5 and proc.stdout.strip().endswith('imported: []')
+
+
+def test_time_estimate_times_each_network_once(tmp_path, reproduce, capsys, monkeypatch):
+    monkeypatch.setattr(reproduce, 'ESTIMATE_IMAGE', (H, W))  # time a small test image: seconds, not minutes
+    timed, time_network = [], reproduce.time_network
+
+    def counted(train_opt, iters, device):
+        timed.append((train_opt['network_g'], iters, train_opt['datasets']['train']['batch_size_per_gpu']))
+        return time_network(train_opt, iters, device)
+
+    monkeypatch.setattr(reproduce, 'time_network', counted)
+    assert reproduce.main(dry_run_argv(tmp_path, '--gpus', '2', '--jobs', '2', '--time-estimate')) == 0
+    text = capsys.readouterr().out
+    assert len(re.findall(r'estimate: [\d.]+ s/iteration -> training .+, validation and test', text)) == EXPERIMENTS
+    assert re.search(r'Total: [\d,]+ iterations; estimated .+ of work left, .+ with 2 at a time on the CPU', text)
+    # the paper's network (once for all four data sets), 5 attention variants, 2 subspace counts, M1-M4
+    assert len(timed) == 12 and all(iters == 1 and batch == 16 for _, iters, batch in timed)
+    assert sorted((n['attention'], n['num_subspaces'], n['mab_variant']) for n, *_ in timed) == sorted(
+        [('ca+sa', 8, 'M5'), ('ca', 8, 'M5'), ('sp', 8, 'M5'), ('sa', 8, 'M5'), ('ca+sp', 8, 'M5'),
+         ('sp+sa', 8, 'M5'), ('ca+sa', 4, 'M5'), ('ca+sa', 16, 'M5')] + [('ca+sa', 8, f'M{i}') for i in range(1, 5)])
+
+
+def test_table5_network_level_is_an_extra_table_of_four_more_runs(tmp_path, reproduce, capsys):
+    """--table5-network-level: Table 5's five rows read as the links between the MABs; M5 (all links, the full
+    MAB) is the paper's model that the other tables share, the other four are runs of their own that differ
+    from it in the level switches alone."""
+    out = tmp_path / 'out'
+    assert reproduce.main(dry_run_argv(tmp_path, '--tables', '5')) == 0
+    default = listed_experiments(capsys.readouterr().out)
+    assert reproduce.main(dry_run_argv(tmp_path, '--tables', '5', '--table5-network-level')) == 0
+    text = capsys.readouterr().out
+    listed = listed_experiments(text)
+    more = [entry for entry in listed if entry[0] not in {name for name, *_ in default}]
+    assert len(default) == 5 and len(listed) == 9 and [name for name, *_ in more] == [
+        f'DSMNet_Rain100L_netM{i}' for i in (1, 2, 3, 4)]
+    assert all(tables == '5n' and dataset == 'Rain100L' and iters == '250' for _, tables, dataset, iters in more)
+    assert ('DSMNet_Rain100L', '5, 5n', 'Rain100L', '250') in listed  # M5 of both readings: the paper's model
+
+    def options(name):
+        return yaml.safe_load((out / 'options' / f'train_{name}.yml').read_text())
+
+    paper = options('DSMNet_Rain100L')
+    links = {'M1': (False, False, False), 'M2': (True, True, False), 'M3': (True, False, True),
+             'M4': (False, True, True), 'M5': (True, True, True)}  # Across-Down, Across-Up, Dense-Fusion: Table 5
+    assert tuple(paper['network_g'][k] for k in ('level_down', 'level_up', 'level_dense')) == links['M5']
+    for m in ('M1', 'M2', 'M3', 'M4'):
+        opt = options(f'DSMNet_Rain100L_net{m}')
+        assert tuple(opt['network_g'][k] for k in ('level_down', 'level_up', 'level_dense')) == links[m]
+        assert opt['network_g']['mab_variant'] == 'M5'
+        differ = {k for k in paper['network_g'] if opt['network_g'][k] != paper['network_g'][k]}
+        assert differ == {k for k, on in zip(('level_down', 'level_up', 'level_dense'), links[m]) if not on}
+        assert opt['train'] == paper['train'] and opt['datasets']['train'] == paper['datasets']['train']
+        assert {k: v for k, v in opt.items() if k not in ('name', 'network_g')} == {
+            k: v for k, v in paper.items() if k not in ('name', 'network_g')}
+    assert {m: tuple(v.values()) for m, v in MAB_VARIANTS.items()} == links  # the same pattern inside the MAB
+    # the same figures as the paper's Table 5 under either reading
+    assert [r.paper for r in reproduce.ALL_TABLES['5n'][1]] == [r.paper for r in reproduce.TABLES[5][1]]
+    header = (out / 'options' / 'train_DSMNet_Rain100L_netM3.yml').read_text().splitlines()[0]
+    assert header.endswith('for our network-level reading of table 5 row M3.')
 
 
 def _tables(out):
@@ -183,8 +277,7 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
                for d in ('Rain100L', 'Rain100H', 'Rain800', 'Rain1400') for s in ('train', 'test'))
     assert reproduce.training_states(out, 'DSMNet_Rain100H') == [1, 2]
     assert not (out / 'runs' / 'DSMNet_Rain100H' / 'metrics.json').exists()
-    monkeypatch.setattr(reproduce, 'ESTIMATE_IMAGE', (H, W))
-    assert reproduce.main(argv + ['--dry-run', '--estimate-iters', '1']) == 0
+    assert reproduce.main(argv + ['--dry-run']) == 0
     text = capsys.readouterr().out
     assert re.search(r'DSMNet_Rain100H  tables 2  Rain100H  4 iterations \(3 pairs\)  resumes from iteration 2', text)
     assert 'prepare ' not in text
@@ -298,3 +391,41 @@ def test_tables_have_the_protocol_columns_and_the_verdict_weighs_them(tmp_path, 
     line = next(x for x in md.splitlines() if x.startswith('| Rain100H | 28.62 / 0.902 |'))
     assert line.startswith('| Rain100H | 28.62 / 0.902 | 27.00 / 0.8000 | -1.62 / -0.1020 | 26.00 / 0.7000 | '
                            '-2.62 / -0.2020 | - | - | - | - |')
+
+
+def test_more_gpus_resume_the_same_experiment_when_batchnorm_sees_the_same_batch(tmp_path, reproduce):
+    """--gpus 2 on GPUs synchronises BatchNorm, so a run started on one GPU may go on on two; turning sync_bn off
+    there changes what BatchNorm sees (16 images) and is refused."""
+    exp = reproduce.build_experiments([5])[0]
+    out = tmp_path / 'out'
+
+    def fingerprint(*argv):
+        args = reproduce.parse_args(['--data', str(tmp_path), *argv])
+        exp.train_opt, _ = reproduce.make_options(exp, out, args, cuda=True)
+        return reproduce.fingerprint(exp.train_opt, args.gpus)
+
+    reproduce.write_json(out / 'runs' / exp.name / 'settings.json', fingerprint())
+    assert exp.train_opt['train'].get('sync_bn') is None
+    fingerprint('--gpus', '2')
+    assert exp.train_opt['train']['sync_bn'] is True and reproduce.status(exp, out, 2) == ('new', '')
+    fingerprint('--gpus', '2', '--override', 'train:sync_bn=false')
+    state, detail = reproduce.status(exp, out, 2)
+    assert state == 'changed' and detail == 'batchnorm_batch unset -> 16'
+
+
+def test_the_network_level_table_is_written_when_asked_for_or_run(tmp_path, reproduce):
+    out = tmp_path / 'out'
+    settings = {'scale': 1, 'gpus': 1, 'overrides': []}
+    assert sorted(reproduce.collect_tables(out, {}, settings)['tables']) == ['2', '3', '4', '5']
+    report = reproduce.collect_tables(out, {}, dict(settings, table5_network_level=True))
+    rows = report['tables']['5n']['rows']
+    assert [r['experiment'] for r in rows] == [f'DSMNet_Rain100L_netM{i}' for i in (1, 2, 3, 4)] + ['DSMNet_Rain100L']
+    assert rows[0]['paper'] == {'psnr': 36.15, 'ssim': 0.9757} and rows[0]['status'] == 'not finished'
+    md = reproduce.render_tables(report)
+    assert md.index('## Table 5: connections inside the MAB') < md.index('## Not in the paper: Table 5 read as') < (
+        md.index('## Table 5, network-level reading (ours, not an experiment of the paper)'))
+
+    done = {m: 30. if m.startswith('psnr') else 0.9 for m in reproduce.METRICS}
+    reproduce.write_json(out / 'runs' / 'DSMNet_Rain100L_netM2' / 'metrics.json', dict(done, total_iter=4))
+    report = reproduce.collect_tables(out, {}, settings)  # a run of its own has finished: shown without the flag
+    assert report['tables']['5n']['rows'][1]['status'] == 'done' and report['tables']['5n']['ours']
