@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -122,3 +123,40 @@ def toy_data(tmp_path):
     write_pairs(str(root / 'train'), 4, seed=1)
     write_pairs(str(root / 'val'), 2, seed=2, prefix='val')
     return str(root)
+
+
+_POISONED_TRAINING = '''
+import os, sys
+import torch
+import dsmnet_arch
+from dsmnet_arch.models.derain_model import DerainModel
+
+step = DerainModel.optimize_parameters
+model = []
+
+
+def optimize_parameters(self, current_iter):
+    undo = []
+{poison}
+    try:
+        step(self, current_iter)
+    finally:
+        for action in undo:
+            action()
+    model.append(self)
+
+
+DerainModel.optimize_parameters = optimize_parameters
+sys.argv[0] = 'train.py'
+from dsmnet_arch.train import main
+main()
+net = model[0].get_bare_model(model[0].net_g)
+torch.save({{k: v.detach() for k, v in net.named_parameters()}}, f'rank{{os.environ["RANK"]}}.pth')
+'''
+
+
+def poisoned_training_script(poison):
+    """The text of a ``train.py`` for distributed tests: ``poison`` (code with ``self``, ``current_iter``,
+    ``os`` and a list ``undo`` of callables run after the step in scope) runs before every DerainModel step;
+    at the end each process saves its network's parameters as ``rank<RANK>.pth``."""
+    return _POISONED_TRAINING.format(poison=textwrap.indent(textwrap.dedent(poison).strip(), ' ' * 4))

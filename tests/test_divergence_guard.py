@@ -4,7 +4,6 @@ process and in two gloo processes alike; too many rollbacks stop the run."""
 import copy
 import glob
 import os
-import textwrap
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from dsmnet_arch.models.divergence_guard import GUARD_DEFAULTS, guard_options
 
 from basicsr.models import build_model
 
-from conftest import run_entry, train_options, write_yaml
+from conftest import poisoned_training_script, run_entry, train_options, write_yaml
 
 
 def guarded_model(toy_data, guard, **train_overrides):
@@ -165,36 +164,13 @@ def test_guard_options_defaults():
     assert guard_options(dict(lr_factor=0.5)) == {**GUARD_DEFAULTS, 'lr_factor': 0.5}
 
 
-SPIKE_ON_RANK_1 = textwrap.dedent('''
-    import os, sys
-    import torch
-    import dsmnet_arch
-    from dsmnet_arch.models.derain_model import DerainModel
-
-    step = DerainModel.optimize_parameters
-    POISON = sys.argv.pop(1)
-
-    def optimize_parameters(self, current_iter):
-        handle = None
-        if int(os.environ['RANK']) == 1 and current_iter == 12:  # this process alone sees it
-            if POISON == 'spike':
-                self.gt = self.gt + 50
-            else:
-                handle = self.get_bare_model(self.net_g).conv_first.weight.register_hook(lambda g: g * float('nan'))
-        try:
-            step(self, current_iter)
-        finally:
-            if handle is not None:
-                handle.remove()
-        model.append(self)
-
-    model = []
-    DerainModel.optimize_parameters = optimize_parameters
-    sys.argv[0] = 'train.py'
-    from dsmnet_arch.train import main
-    main()
-    net = model[0].get_bare_model(model[0].net_g)
-    torch.save({k: v.detach() for k, v in net.named_parameters()}, f'rank{os.environ["RANK"]}.pth')
+SPIKE_ON_RANK_1 = poisoned_training_script('''
+    if int(os.environ['RANK']) == 1 and current_iter == 12:  # this process alone sees it
+        if os.environ['POISON'] == 'spike':
+            self.gt = self.gt + 50
+        else:
+            net = self.get_bare_model(self.net_g)
+            undo.append(net.conv_first.weight.register_hook(lambda g: g * float('nan')).remove)
 ''')
 
 
@@ -206,7 +182,7 @@ def test_two_processes_roll_back_together(tmp_path, toy_data, poison):
     opt['val']['val_freq'] = 100
     yml = write_yaml(tmp_path / 'guard.yml', opt)
     proc = run_entry(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'spike_on_rank_1.py',
-                      poison, '-opt', yml, '--launcher', 'pytorch'], cwd=str(tmp_path), timeout=240)
+                      '-opt', yml, '--launcher', 'pytorch'], cwd=str(tmp_path), env=dict(POISON=poison), timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = open(glob.glob(str(tmp_path / 'experiments' / 'guard' / 'train_guard_*.log'))[0]).read()
     reason = 'loss ' if poison == 'spike' else 'non-finite gradient norm'
@@ -216,3 +192,18 @@ def test_two_processes_roll_back_together(tmp_path, toy_data, poison):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert all(torch.isfinite(v).all() for v in weights[0].values())
     assert os.path.exists(tmp_path / 'experiments' / 'guard' / 'models' / 'net_g_latest.pth')
+
+
+def test_every_training_options_file_clips_and_guards():
+    import yaml
+
+    from conftest import REPO
+
+    files = sorted(glob.glob(os.path.join(REPO, 'options', 'train_*.yml')))
+    assert len(files) == 19
+    for path in files:
+        with open(path) as f:
+            train = yaml.safe_load(f)['train']
+        assert train['grad_clip_norm'] == 0.1, path
+        assert guard_options(train['guard']) == {**GUARD_DEFAULTS, 'lr_factor': 0.5}, path
+        assert 'nonfinite_loss' not in train, path  # the guard handles non-finite losses

@@ -2,7 +2,6 @@
 validation, and a non-finite loss on one process of a distributed run."""
 import glob
 import os
-import textwrap
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import dsmnet_arch  # noqa: F401
 
 from basicsr.models import build_model
 
-from conftest import run_entry, train_options, write_yaml
+from conftest import poisoned_training_script, run_entry, train_options, write_yaml
 
 
 def in_process_model(toy_data, **train_overrides):
@@ -65,31 +64,11 @@ def test_ema_weights_are_saved_and_resumed(tmp_path, toy_data):
     assert any(not torch.equal(final['params'][k], final['params_ema'][k]) for k in final['params'])
 
 
-NAN_ON_RANK_1 = textwrap.dedent('''
-    import os, sys
-    import torch
-    import dsmnet_arch
-    from dsmnet_arch.models.derain_model import DerainModel
-
-    step = DerainModel.optimize_parameters
-
-    def optimize_parameters(self, current_iter):
+NAN_ON_RANK_1 = poisoned_training_script('''
+    if int(os.environ['RANK']) == 1 and current_iter == 2:  # this process alone sees a NaN loss
         loss = self.cri_pix
-        if int(os.environ['RANK']) == 1 and current_iter == 2:  # this process alone sees a NaN loss
-            self.cri_pix = lambda output, gt: loss(output, gt) * float('nan')
-        try:
-            step(self, current_iter)
-        finally:
-            self.cri_pix = loss
-        model.append(self)
-
-    model = []
-    DerainModel.optimize_parameters = optimize_parameters
-    sys.argv[0] = 'train.py'
-    from dsmnet_arch.train import main
-    main()
-    net = model[0].get_bare_model(model[0].net_g)
-    torch.save({k: v.detach() for k, v in net.named_parameters()}, f'rank{os.environ["RANK"]}.pth')
+        self.cri_pix = lambda output, gt: loss(output, gt) * float('nan')
+        undo.append(lambda: setattr(self, 'cri_pix', loss))
 ''')
 
 

@@ -231,7 +231,7 @@ def plot(folder, png):
         ax.grid(alpha=0.3)
     first = records[0]
     fig.suptitle(f'DSM-Net ({first["options"]}), batch {first["batch"]} of {first["crop"]}x{first["crop"]}, '
-                 f'{len({r["seed"] for r in records})} seeds per setting', fontsize=10)
+                 f'seeds per setting: {len({r["seed"] for r in records})}', fontsize=10)
     fig.savefig(png, dpi=110)
     return records
 
