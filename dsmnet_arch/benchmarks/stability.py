@@ -226,12 +226,13 @@ def plot(folder, png):
                     else None)
     axes[0].set(yscale='log', xlabel='iteration', ylabel='training loss (MSE + 0.2 (1 - SSIM))')
     axes[1].set(yscale='log', xlabel='iteration', ylabel='largest |MAB output|')
+    axes[0].legend(fontsize=7, ncol=3, loc='upper right')
     for ax in axes:
-        ax.legend()
         ax.grid(alpha=0.3)
     first = records[0]
+    seeds = sorted({sum(r['label'] == label for r in records) for label in labels})
     fig.suptitle(f'DSM-Net ({first["options"]}), batch {first["batch"]} of {first["crop"]}x{first["crop"]}, '
-                 f'seeds per setting: {len({r["seed"] for r in records})}', fontsize=10)
+                 f'{"-".join(map(str, sorted({seeds[0], seeds[-1]})))} seed(s) per setting', fontsize=10)
     fig.savefig(png, dpi=110)
     return records
 
