@@ -94,3 +94,22 @@ def test_a_nan_on_one_process_is_decided_by_all(tmp_path, toy_data, policy):
         output = proc.stdout + proc.stderr
         assert output.count('Non-finite loss at iteration 2') >= 2  # raised in both processes
         assert not (tmp_path / 'experiments' / 'nan' / 'models' / 'net_g_latest.pth').exists()
+
+
+def test_ema_weights_follow_the_trained_weights_by_the_decay_formula(toy_data):
+    """After each step, ema = decay * ema + (1 - decay) * net for every parameter (BasicSR's formula)."""
+    torch.manual_seed(0)
+    decay = 0.9
+    model = in_process_model(toy_data, ema_decay=decay)
+    net = model.get_bare_model(model.net_g)
+    ema = {k: v.detach().clone() for k, v in model.net_g_ema.named_parameters()}
+    for it in (1, 2, 3):
+        model.feed_data({'lq': torch.rand(2, 3, 16, 16), 'gt': torch.rand(2, 3, 16, 16)})
+        model.optimize_parameters(it)
+        trained = dict(net.named_parameters())
+        for name, value in model.net_g_ema.named_parameters():
+            expected = decay * ema[name] + (1 - decay) * trained[name].detach()
+            torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)  # a missed update: ~1e-4
+            ema[name] = expected
+    moved = [k for k, v in model.net_g_ema.named_parameters() if not torch.equal(v, dict(net.named_parameters())[k])]
+    assert moved  # the EMA copy is not simply the trained network
