@@ -185,7 +185,7 @@ class DerainModel(SRModel):
     def optimize_parameters(self, current_iter):
         """One training step: forward, loss, the guards, backward, gradient clipping, optimizer step, EMA."""
         self.optimizer_g.zero_grad(set_to_none=True)
-        if self.nonfinite_loss == 'skip' and self.guard is None:  # a skipped batch leaves no BatchNorm statistics
+        if self.nonfinite_loss == 'skip':  # a skipped batch leaves no BatchNorm statistics (never set with the guard)
             buffers = [b.clone() for b in self.net_g.buffers()]
         with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp is not None):
             self.output = self.net_g(self.lq)
@@ -193,19 +193,7 @@ class DerainModel(SRModel):
         l_total = sum(loss_dict.values())
         loss = self._mean_over_processes(l_total)
         if self.guard is not None:
-            trip = self.guard.loss_trip(loss)
-            if trip is None:
-                grad_norm = self._backward(l_total)
-                if self.scaler is None or math.isfinite(grad_norm):  # an fp16 overflow is the scaler's to skip
-                    trip = self.guard.grad_trip(grad_norm)
-            if trip is not None:
-                self._roll_back(trip, current_iter)
-                self.log_dict = self.reduce_loss_dict(loss_dict)
-                return
-            self._step()
-            self.guard.record(loss, grad_norm)
-            if self.guard.snapshot_due(current_iter):
-                self.guard.take_snapshot(self, current_iter)
+            grad_norm = self._guarded_step(l_total, loss, current_iter)
         elif math.isfinite(loss):
             grad_norm = self._backward(l_total)
             self._step()
@@ -257,6 +245,23 @@ class DerainModel(SRModel):
             self.scaler.update()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def _guarded_step(self, l_total, loss, current_iter):
+        """Backward and step under the divergence guard; returns the gradient norm (NaN when the iteration
+        tripped the guard and the training state was rolled back instead)."""
+        trip = self.guard.loss_trip(loss)
+        if trip is None:
+            grad_norm = self._backward(l_total)
+            if self.scaler is None or math.isfinite(grad_norm):  # an fp16 overflow is the scaler's to skip
+                trip = self.guard.grad_trip(grad_norm)
+        if trip is not None:
+            self._roll_back(trip, current_iter)
+            return float('nan')
+        self._step()
+        self.guard.record(loss, grad_norm)
+        if self.guard.snapshot_due(current_iter):
+            self.guard.take_snapshot(self, current_iter)
+        return grad_norm
 
     def _roll_back(self, trip, current_iter):
         """Restore the divergence guard's snapshot (or stop the run) after an iteration that tripped it."""
