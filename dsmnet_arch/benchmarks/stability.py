@@ -37,7 +37,7 @@ RAIN = (('light', 0), ('heavy', 1), ('light', 2), ('heavy', 3))  # preset and se
 
 
 def _photo(name):
-    """A scikit-image photograph as a float RGB tensor (3, H, W) in [0, 1] (grey ones replicated)."""
+    """A scikit-image photograph as an 8-bit RGB array ``H x W x 3`` (grey ones replicated)."""
     import skimage.data
 
     img = getattr(skimage.data, name)()
@@ -168,13 +168,13 @@ def psnr_y(model, pairs):
     return {key: float(np.mean(values)) for key, values in scores.items()}
 
 
-def run(args, seed):
-    """One seed: train, record, score; returns the record (also written as JSON under ``args.out``)."""
+def run(args, seed, train_pairs, held_out):
+    """One seed on the rendered ``train_pairs``: train, record, score on ``held_out``; returns the record (also
+    written as JSON under ``args.out``)."""
     os.makedirs(args.out, exist_ok=True)
     model, opt = build_model(args.options, args.set, seed, guard=args.guard, device=args.device)
     peaks = _watch(model.get_bare_model(model.net_g), args.trace)
-    batches = random_batches(rainy_pairs(TRAIN_PHOTOS, seed=0), args.batch, args.crop, seed)
-    held_out = rainy_pairs(HELD_OUT_PHOTOS, seed=1)
+    batches = random_batches(train_pairs, args.batch, args.crop, seed)
     curves = {'loss': [], 'grad_norm': [], 'mab_peak': [], 'trace': []}
     start = time.perf_counter()
     for it in range(1, args.iters + 1):
@@ -218,12 +218,13 @@ def plot(folder, png):
     labels = sorted({r['label'] for r in records})
     colours = dict(zip(labels, plt.rcParams['axes.prop_cycle'].by_key()['color']))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    labelled = set()  # one legend entry per label
     for r in records:
         x = np.arange(1, len(r['loss']) + 1)
+        label = None if r['label'] in labelled else r['label']
+        labelled.add(r['label'])
         for ax, key in zip(axes, ('loss', 'mab_peak')):
-            ax.plot(x, r[key], color=colours[r['label']], lw=0.8, alpha=0.8,
-                    label=r['label'] if r['seed'] == min(s['seed'] for s in records if s['label'] == r['label'])
-                    else None)
+            ax.plot(x, r[key], color=colours[r['label']], lw=0.8, alpha=0.8, label=label)
     axes[0].set(yscale='log', xlabel='iteration', ylabel='training loss (MSE + 0.2 (1 - SSIM))')
     axes[1].set(yscale='log', xlabel='iteration', ylabel='largest |MAB output|')
     axes[0].legend(fontsize=7, ncol=3, loc='upper right')
@@ -278,7 +279,8 @@ def main(argv=None):
     from dsmnet_arch.utils import keep_freed_memory
 
     keep_freed_memory()
-    records = [run(args, seed) for seed in args.seeds]
+    train_pairs, held_out = rainy_pairs(TRAIN_PHOTOS, seed=0), rainy_pairs(HELD_OUT_PHOTOS, seed=1)  # for all seeds
+    records = [run(args, seed, train_pairs, held_out) for seed in args.seeds]
     print(summary(records))
 
 
