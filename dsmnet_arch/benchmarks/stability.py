@@ -151,7 +151,8 @@ def diverged_at(losses, ratio=10.0, window=100):
 
 @torch.no_grad()
 def psnr_y(model, pairs):
-    """Mean PSNR on Y (BasicSR's metric, 8-bit images) of the network's output and of the rainy input."""
+    """Mean PSNR on Y (BasicSR's ``calculate_psnr`` with ``test_y_channel``: the unrounded Y of 8-bit images)
+    of the network's output and of the rainy input."""
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
 
@@ -240,7 +241,7 @@ def plot(folder, png):
 
 def summary(records):
     """A markdown table: one row per run."""
-    rows = ['| setting | seed | iterations run | diverged at | final loss | PSNR-Y out / in (dB) | s / iter |',
+    rows = ['| setting | seed | iterations run | diverged at | final loss | PSNR-Y BasicSR out / in (dB) | s / iter |',
             '|---|---:|---:|---:|---:|---:|---:|']
     for r in sorted(records, key=lambda r: (r['label'], r['seed'])):
         psnr = f'{r["psnr_y"]["output"]:.2f} / {r["psnr_y"]["input"]:.2f}' if r['psnr_y'] else 'weights not finite'
