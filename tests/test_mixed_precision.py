@@ -8,7 +8,7 @@ import torch
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet, MSESSIMLoss, DerainModel)
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.models.derain_model import amp_mode
+from dsmnet_arch.precision import supported, train_precision
 
 from basicsr.models import build_model
 
@@ -80,10 +80,10 @@ def test_bf16_forward_is_close_to_fp32():
 def test_amp_option(train_opt, device, expected):
     """amp: bf16|fp16|false, and the older bf16: true; fp16 off a CUDA GPU is a one-line error."""
     if expected in (None, 'bf16', 'fp16'):
-        assert amp_mode(train_opt, torch.device(device)) == expected
+        assert train_precision(train_opt, torch.device(device)) == expected
     else:
         with pytest.raises(ValueError, match=expected) as err:
-            amp_mode(train_opt, torch.device(device))
+            train_precision(train_opt, torch.device(device))
         assert '\n' not in str(err.value)
 
 
@@ -135,14 +135,12 @@ def test_scaler_overflow_skips_the_step_without_stopping_and_its_state_resumes(t
 
 def test_one_rule_says_which_precision_runs_where(monkeypatch):
     """fp16 on CUDA GPUs only; bf16 on CPUs, and on GPUs only with native bfloat16 (not emulated)."""
-    from dsmnet_arch.models.derain_model import amp_supported
-
     cpu, gpu = torch.device('cpu'), torch.device('cuda', 0)
     asked = []
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: asked.append(
         including_emulation) or False)
-    assert [amp_supported(p, cpu) for p in ('fp32', 'bf16', 'fp16')] == [True, True, False]
-    assert [amp_supported(p, gpu) for p in ('fp32', 'bf16', 'fp16')] == [True, False, True]
+    assert [supported(p, cpu) for p in ('fp32', 'bf16', 'fp16')] == [True, True, False]
+    assert [supported(p, gpu) for p in ('fp32', 'bf16', 'fp16')] == [True, False, True]
     assert asked == [False]  # emulated bf16 does not count
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
-    assert amp_supported('bf16', gpu)
+    assert supported('bf16', gpu)

@@ -1,13 +1,14 @@
 """BasicSR model for single-image deraining with DSM-Net."""
-import inspect
 import math
 from collections import OrderedDict
 from os import path as osp
 
 import torch
 
+from dsmnet_arch import precision
 from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
 from dsmnet_arch.models.divergence_guard import DivergenceGuard, guard_options
+from dsmnet_arch.models.training_step import TrainingStep
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
@@ -15,63 +16,12 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 NONFINITE_CHOICES = ('stop', 'skip')
-#: ``train:amp`` values and the autocast dtype of each; ``false`` (the default) trains in fp32.
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
-
-def amp_supported(precision, device):
-    """Whether autocast in ``precision`` (``'bf16'``, ``'fp16'``; anything else is fp32) runs natively on
-    ``device``: fp16 on CUDA GPUs only, bf16 on CPUs and on GPUs with bfloat16 arithmetic (not emulated)."""
-    if precision == 'fp16':
-        return device.type == 'cuda'
-    if precision == 'bf16' and device.type == 'cuda':
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return True
-
-
-def amp_mode(train_opt, device):
-    """The mixed precision that ``train_opt`` asks for on ``device``: ``None`` (fp32), ``'bf16'`` or ``'fp16'``.
-
-    Reads ``amp`` and its older spelling ``bf16: true`` (the same as ``amp: bf16``). Raises a one-line
-    ``ValueError`` naming the option for an unknown value, for contradicting ``amp`` and ``bf16``, for fp16
-    on a device other than a CUDA GPU and for bf16 on a GPU without bfloat16 arithmetic.
-    """
-    amp = train_opt.get('amp', False)
-    if amp not in (False, None, *AMP_DTYPES):
-        raise ValueError(f'train:amp must be one of bf16, fp16 or false, got {amp!r}')
-    amp = amp or None
-    if train_opt.get('bf16', False):
-        if amp not in (None, 'bf16'):
-            raise ValueError(f'train:bf16: true contradicts train:amp: {amp}; keep train:amp alone')
-        amp = 'bf16'
-    if amp == 'fp16' and not amp_supported(amp, device):
-        raise ValueError(f'train:amp: fp16 needs a CUDA GPU (float16 autocast with a gradient scaler), the model '
-                         f'runs on {device.type}: use amp: bf16 or false there')
-    if amp == 'bf16' and not amp_supported(amp, device):
-        raise ValueError(f'train:amp: bf16: {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic; '
-                         'use amp: fp16 (with a gradient scaler) or false')
-    return amp
-
-
-#: ``torch.compile`` arguments that ``train:compile`` and ``dsmnet-derain --compile`` start from. Static
-#: shapes: with symbolic ones (``dynamic`` true, or PyTorch's automatic choice after a shape change)
-#: torch 2.14 fails on DSMNet's padding arithmetic (``TensorReferenceAnalysis`` has no ``python_mod``).
-#: Training batches all have one shape; each new inference shape compiles once more.
-COMPILE_DEFAULTS = {'dynamic': False}
-
-
-def compile_kwargs(value):
-    """Keyword arguments of ``torch.compile`` for ``train:compile``: ``true`` (:data:`COMPILE_DEFAULTS`) or
-    a mapping of its arguments (``mode``, ``backend``, ``dynamic``, ``fullgraph``, ``options``, ...) that
-    update them."""
-    if value is True:
-        return dict(COMPILE_DEFAULTS)
-    known = set(inspect.signature(torch.compile).parameters) - {'model'}
-    if not isinstance(value, dict) or not set(value) <= known:
-        unknown = ', '.join(sorted(set(value) - known)) if isinstance(value, dict) else repr(value)
-        raise ValueError(f'train:compile must be true, false or a mapping of torch.compile arguments '
-                         f'({", ".join(sorted(known))}); got {unknown}')
-    return {**COMPILE_DEFAULTS, **value}
+# The precision policy's names before it moved to dsmnet_arch.precision, still imported from here by
+# scripts/benchmark.py and scripts/reproduce_paper.py (and their moves into the package): remove when
+# they import dsmnet_arch.precision.
+AMP_DTYPES, COMPILE_DEFAULTS = precision.AUTOCAST_DTYPES, precision.COMPILE_DEFAULTS
+amp_supported, amp_mode = precision.supported, precision.train_precision
 
 
 @MODEL_REGISTRY.register()
@@ -161,10 +111,10 @@ class DerainModel(SRModel):
         if self.grad_clip_norm is not None and not (isinstance(self.grad_clip_norm, (int, float))
                                                     and self.grad_clip_norm > 0):
             raise ValueError(f'train:grad_clip_norm must be a positive number or null, got {self.grad_clip_norm!r}')
-        self.amp = amp_mode(train_opt, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == 'fp16' else None
+        self.amp = precision.train_precision(train_opt, self.device)
+        self.scaler = precision.grad_scaler(self.device, self.amp)
         compile_opt = train_opt.get('compile', False)
-        compile_args = compile_kwargs(compile_opt) if compile_opt else None
+        compile_args = precision.compile_kwargs(compile_opt) if compile_opt else None
         super().init_training_settings()
         logger = get_root_logger()
         if self.amp:
@@ -183,20 +133,19 @@ class DerainModel(SRModel):
         return super().get_bare_model(getattr(net, '_orig_mod', net))
 
     def optimize_parameters(self, current_iter):
-        """One training step: forward, loss, the guards, backward, gradient clipping, optimizer step, EMA."""
-        self.optimizer_g.zero_grad(set_to_none=True)
+        """One training step (:class:`~dsmnet_arch.models.training_step.TrainingStep`: forward, loss, backward,
+        gradient clipping, optimizer step) with DerainModel's decisions between its phases: the loss averaged
+        over processes, the non-finite-loss policy or the divergence guard, and the EMA update after a step."""
+        step = self._training_step()
         if self.nonfinite_loss == 'skip':  # a skipped batch leaves no BatchNorm statistics (never set with the guard)
             buffers = [b.clone() for b in self.net_g.buffers()]
-        with torch.autocast(self.device.type, dtype=AMP_DTYPES.get(self.amp), enabled=self.amp is not None):
-            self.output = self.net_g(self.lq)
-        loss_dict = self._losses(self.output.float())
-        l_total = sum(loss_dict.values())
+        self.output, loss_dict, l_total = step.forward(self.lq, self.gt)
         loss = self._mean_over_processes(l_total)
         if self.guard is not None:
-            grad_norm = self._guarded_step(l_total, loss, current_iter)
+            grad_norm = self._guarded_step(step, l_total, loss, current_iter)
         elif math.isfinite(loss):
-            grad_norm = self._backward(l_total)
-            self._step()
+            grad_norm = step.backward(l_total)
+            self._step(step)
         else:
             terms = ', '.join(f'{k}={v.item():.4g}' for k, v in loss_dict.items())
             message = f'Non-finite loss at iteration {current_iter}: {terms}'
@@ -212,52 +161,43 @@ class DerainModel(SRModel):
         if self.scaler is not None:
             self.log_dict['grad_scale'] = self.scaler.get_scale()
 
-    def _losses(self, output):
+    def _training_step(self):
+        """The step of the model's network, loss terms, optimizer, precision, scaler and clipping as they are
+        now (a step keeps no state of its own; the guard's rollback and a resume change only their states)."""
+        return TrainingStep(self.net_g, self._losses, self.optimizer_g, self.device, self.amp, self.scaler,
+                            self.grad_clip_norm)
+
+    def _losses(self, output, gt):
         """The loss terms BasicSR's SRModel computes, by name."""
         loss_dict = OrderedDict()
         if self.cri_pix:
-            loss_dict['l_pix'] = self.cri_pix(output, self.gt)
+            loss_dict['l_pix'] = self.cri_pix(output, gt)
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(output, self.gt)
+            l_percep, l_style = self.cri_perceptual(output, gt)
             if l_percep is not None:
                 loss_dict['l_percep'] = l_percep
             if l_style is not None:
                 loss_dict['l_style'] = l_style
         return loss_dict
 
-    def _backward(self, l_total):
-        """Gradients of ``l_total`` (unscaled when a gradient scaler runs), clipped to ``train:grad_clip_norm``
-        when set; returns their norm before clipping (non-finite when a scaled fp16 gradient overflowed)."""
-        if self.scaler is None:
-            l_total.backward()
-        else:
-            self.scaler.scale(l_total).backward()
-            self.scaler.unscale_(self.optimizer_g)
-        max_norm = self.grad_clip_norm or float('inf')
-        return torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), max_norm).item()
-
-    def _step(self):
+    def _step(self, step):
         """The optimizer step (through the scaler, which skips it when the gradients overflowed), then EMA."""
-        if self.scaler is None:
-            self.optimizer_g.step()
-        else:
-            self.scaler.step(self.optimizer_g)
-            self.scaler.update()
+        step.step()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
-    def _guarded_step(self, l_total, loss, current_iter):
+    def _guarded_step(self, step, l_total, loss, current_iter):
         """Backward and step under the divergence guard; returns the gradient norm (NaN when the iteration
         tripped the guard and the training state was rolled back instead)."""
         trip = self.guard.loss_trip(loss)
         if trip is None:
-            grad_norm = self._backward(l_total)
+            grad_norm = step.backward(l_total)
             if self.scaler is None or math.isfinite(grad_norm):  # an fp16 overflow is the scaler's to skip
                 trip = self.guard.grad_trip(grad_norm)
         if trip is not None:
             self._roll_back(trip, current_iter)
             return float('nan')
-        self._step()
+        self._step(step)
         self.guard.record(loss, grad_norm)
         if self.guard.snapshot_due(current_iter):
             self.guard.take_snapshot(self, current_iter)
