@@ -1,4 +1,4 @@
-"""dsmnet_arch.checkpoint and BasicSR's loading through it: untrusted files, where the weights are,
+"""dsmnet_arch.checkpoint and DerainModel's loading through it: untrusted files, where the weights are,
 the recorded arguments, and which training state a resumed run picks."""
 import copy
 import logging
@@ -20,6 +20,7 @@ from dsmnet_arch.checkpoint import (
     state_dict_from_checkpoint,
 )
 from dsmnet_arch.compat import _resume_state_path
+from dsmnet_arch.models.derain_model import DerainModel
 
 import basicsr.train
 from basicsr.models.base_model import BaseModel
@@ -81,29 +82,33 @@ def test_arch_record_fills_in_every_default_and_reads_back():
             arch_from_checkpoint({'arch': bad}, 'f')
 
 
-def basicsr_model():
-    return BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
+def derain_model(**opt):
+    """A DerainModel with BaseModel's state only (options, device), no network built: enough for its
+    ``load_network``, which BasicSR's trainer calls for net_g and the EMA copy."""
+    model = object.__new__(DerainModel)
+    BaseModel.__init__(model, {'num_gpu': 0, 'is_train': False, 'dist': False, **opt})
+    return model
 
 
-def test_basicsr_load_network_prefers_params_ema_and_drops_the_prefix(tmp_path):
+def test_derain_models_load_network_prefers_params_ema_and_drops_the_prefix(tmp_path):
     ema, plain = tiny(1).state_dict(), tiny(2).state_dict()
     torch.save({'params': {f'module.{k}': v for k, v in plain.items()}, 'params_ema': ema}, tmp_path / 'both.pth')
     torch.save({'params': plain}, tmp_path / 'plain.pth')
     net = tiny(3)
-    basicsr_model().load_network(net, str(tmp_path / 'both.pth'), True, 'params_ema')
+    derain_model().load_network(net, str(tmp_path / 'both.pth'), True, 'params_ema')
     assert same_weights(net, ema)
-    basicsr_model().load_network(net, str(tmp_path / 'both.pth'), True, 'params')
+    derain_model().load_network(net, str(tmp_path / 'both.pth'), True, 'params')
     assert same_weights(net, plain)
-    basicsr_model().load_network(net, str(tmp_path / 'plain.pth'), True, 'params_ema')  # falls back to params
+    derain_model().load_network(net, str(tmp_path / 'plain.pth'), True, 'params_ema')  # falls back to params
     assert same_weights(net, plain)
 
 
-def test_basicsr_load_network_names_the_file_that_does_not_fit(tmp_path):
+def test_derain_models_load_network_names_the_file_that_does_not_fit(tmp_path):
     torch.save({'params': DSMNet(num_feat=16, num_levels=2, num_subspaces=4).state_dict()}, tmp_path / 'wide.pth')
     with pytest.raises(ValueError, match=f'Weights in {tmp_path / "wide.pth"} do not fit DSMNet: Error'):
-        basicsr_model().load_network(tiny(0), str(tmp_path / 'wide.pth'), True, 'params')
+        derain_model().load_network(tiny(0), str(tmp_path / 'wide.pth'), True, 'params')
     with pytest.raises(FileNotFoundError, match='Checkpoint file not found: .*nothing.pth'):
-        basicsr_model().load_network(tiny(0), str(tmp_path / 'nothing.pth'), True, 'params')
+        derain_model().load_network(tiny(0), str(tmp_path / 'nothing.pth'), True, 'params')
 
 
 def test_auto_resume_takes_the_newest_state_by_iteration(tmp_path):
@@ -311,13 +316,12 @@ def test_training_states_load_onto_the_cpu_whatever_device_saved_them(tmp_path, 
     assert calls == [{'map_location': 'cpu'}]
 
 
-def test_weights_recorded_as_another_variant_are_refused_by_basicsrs_loader(tmp_path, monkeypatch):
+def test_weights_recorded_as_another_variant_are_refused_by_derain_models_loader(tmp_path, monkeypatch):
     """Table 5's variants have the same weights: the record, not the shapes, tells them apart."""
     m3 = DSMNet(**TINY, mab_variant='M3')
     record = arch_record({'type': 'DSMNet', **TINY, 'mab_variant': 'M3'}, DSMNet)
     torch.save({'params': m3.state_dict(), 'arch': record}, tmp_path / 'm3.pth')
-    model = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False,
-                       'network_g': {'type': 'DSMNet', **TINY, 'mab_variant': 'M5'}})
+    model = derain_model(network_g={'type': 'DSMNet', **TINY, 'mab_variant': 'M5'})
     net = tiny(1)
     with pytest.raises(ValueError) as err:
         model.load_network(net, str(tmp_path / 'm3.pth'), True, 'params')

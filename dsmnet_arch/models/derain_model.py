@@ -4,9 +4,17 @@ from collections import OrderedDict
 from os import path as osp
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dsmnet_arch import precision
-from dsmnet_arch.checkpoint import ARCH_KEY, arch_record, atomic_save
+from dsmnet_arch.checkpoint import (
+    ARCH_KEY,
+    arch_mismatch,
+    arch_record,
+    atomic_save,
+    load_checkpoint,
+    state_dict_from_checkpoint,
+)
 from dsmnet_arch.models.divergence_guard import DivergenceGuard, guard_options
 from dsmnet_arch.models.training_step import TrainingStep
 
@@ -63,20 +71,30 @@ class DerainModel(SRModel):
     atomically; a checkpoint also records the network's arguments (``dsmnet_arch.checkpoint``) and a
     training state also keeps the best-metric record, so a resumed run reports
     the same "Best: ... @ iter" as the run it continues.
+
+    What DerainModel changes of BasicSR's SRModel, it changes by overriding (BasicSR's own classes are left
+    as they are): :meth:`load_network` (weights only, the recorded network checked), :meth:`test`
+    (validation on the bare network), :meth:`model_to_device` (SyncBatchNorm, DDP on the CPU) and
+    :meth:`get_bare_model` (through ``torch.compile``).
     """
 
     #: The ``train`` keys DerainModel reads besides SRModel's (the options checker knows them from here).
     TRAIN_OPTIONS = ('grad_clip_norm', 'guard', 'nonfinite_loss', 'amp', 'bf16', 'compile', 'sync_bn')
 
     def model_to_device(self, net):
-        """BasicSR's placement and DDP wrapping, with the BatchNorm layers made ``torch.nn.SyncBatchNorm``
-        first when ``train:sync_bn`` is true in a distributed run (BasicSR builds net_g through this; the
-        EMA copy, used only for validation and saving, is not)."""
+        """BasicSR's placement and DDP wrapping, with two changes. With ``train:sync_bn`` true in a distributed
+        run the BatchNorm layers become ``torch.nn.SyncBatchNorm`` first. The processes of a distributed run
+        on the CPU (gloo) get DDP without ``device_ids``: BasicSR passes the current CUDA device, which fails
+        without one. (BasicSR builds net_g through this; the EMA copy, used only for validation and saving,
+        is not.)"""
         if self._sync_bn():
             count = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
             get_root_logger().info(f'train:sync_bn: {count} BatchNorm layers of {type(net).__name__} synchronised '
                                    f'over {torch.distributed.get_world_size()} processes (torch.nn.SyncBatchNorm)')
+        if self.opt['dist'] and self.device.type != 'cuda':
+            return DistributedDataParallel(net.to(self.device), device_ids=None,
+                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
         return super().model_to_device(net)
 
     def _sync_bn(self):
@@ -131,6 +149,47 @@ class DerainModel(SRModel):
         keys of the network itself and validation runs it eagerly.
         """
         return super().get_bare_model(getattr(net, '_orig_mod', net))
+
+    def test(self):
+        """Validation's forward pass: the bare network (the EMA copy when there is one) in eval mode without
+        gradients, its mode restored afterwards. BasicSR's SRModel runs ``net_g`` itself, in distributed runs
+        the DDP wrapper on rank 0 alone: DDP broadcasts buffers (BatchNorm statistics) in every forward, a
+        collective the other ranks never join (a hang on nccl, a crash on gloo); and a compiled ``net_g``
+        would be compiled again for every new image size."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq)
+        net.train(was_training)
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's loading (``params_ema`` falls back to ``params``, a ``module.`` prefix is dropped), of an
+        untrusted file (weights only: :func:`dsmnet_arch.checkpoint.load_checkpoint`), with one-line errors that
+        name the file. Where the checkpoint records its network (:mod:`dsmnet_arch.checkpoint`), weights of
+        another one whose shapes fit (DSM-Net's Table 5 variants all fit each other) are refused (``strict``)
+        or loaded with a warning naming the differing arguments."""
+        net = self.get_bare_model(net)
+        checkpoint = load_checkpoint(load_path)
+        state_dict, param_key = state_dict_from_checkpoint(checkpoint, load_path, param_key)
+        network_opt = next((v for k, v in self.opt.items() if k.startswith('network_') and isinstance(v, dict)
+                            and v.get('type') == type(net).__name__), None)
+        differ = arch_mismatch(checkpoint, load_path, network_opt, type(net))
+        if differ:
+            message = (f'Weights in {load_path} were saved from another {type(net).__name__}: '
+                       f'{"; ".join(differ)} (options vs checkpoint)')
+            if strict:
+                raise ValueError(f'{message}; make the options match, or load them anyway with strict loading off '
+                                 '(path: strict_load_g: false)')
+            get_root_logger().warning(message)
+        get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, '
+                               f'with param key: [{param_key}].')
+        self._print_different_keys_loading(net, state_dict, strict)
+        try:
+            net.load_state_dict(state_dict, strict=strict)
+        except RuntimeError as err:
+            raise ValueError(f'Weights in {load_path} do not fit {net.__class__.__name__}: '
+                             f'{str(err).splitlines()[0]}') from None
 
     def optimize_parameters(self, current_iter):
         """One training step (:class:`~dsmnet_arch.models.training_step.TrainingStep`: forward, loss, backward,
