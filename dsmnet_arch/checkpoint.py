@@ -1,7 +1,8 @@
 """Checkpoint files: reading untrusted ones, finding the weights in them, writing them safely.
 
-One home for what BasicSR's loading and saving (through :mod:`dsmnet_arch.compat`),
-``DerainModel``, the inference command and the export do with ``.pth`` and ``.state`` files.
+One home for what ``DerainModel``'s loading and saving, the resume (:mod:`dsmnet_arch.compat`) and
+the loading of trained networks (:mod:`dsmnet_arch.loading`: the inference command, the export) do
+with ``.pth`` and ``.state`` files.
 
 A network checkpoint written by this package is BasicSR's ``{'params': state_dict}`` (and
 ``params_ema``) plus ``'arch'``: the network's type and every constructor argument, so that the

@@ -1,6 +1,6 @@
 """Export trained DSM-Net weights to ONNX: ``python -m dsmnet_arch.export --weights W.pth --onnx out.onnx``.
 
-The network's arguments are found as ``dsmnet-derain`` finds them (:func:`dsmnet_arch.infer.build_model`):
+The network's arguments are found as ``dsmnet-derain`` finds them (:func:`dsmnet_arch.loading.build_model`):
 ``--opt``, else the arguments the checkpoint records, else the weights' keys and shapes. The graph
 takes a float32 RGB batch in [0, 1] (``input``: N x 3 x H x W) of any batch size, height and width
 (from 2^(L-2) + 1 pixels, L = num_levels) and returns the derained batch (``output``, same shape):
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dsmnet_arch import __version__
-from dsmnet_arch.infer import build_model
+from dsmnet_arch.loading import build_model
 from dsmnet_arch.utils import atomic_write
 
 #: ONNX opset of the export; 13 is the first with all the operators DSMNet needs (Unflatten, in the

@@ -15,9 +15,7 @@ on the command line and on the page, through :func:`derain_file`. See docs/infer
 formats, tiling and measured figures.
 """
 import argparse
-import contextlib
 import glob
-import inspect
 import sys
 import threading
 import time
@@ -27,13 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-import dsmnet_arch  # noqa: F401  (BasicSR fixes, registers DSMNet)
-from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
-from dsmnet_arch.checkpoint import arch_from_checkpoint, load_checkpoint, state_dict_from_checkpoint
-from dsmnet_arch.models.derain_model import COMPILE_DEFAULTS, amp_supported
+from dsmnet_arch.loading import build_model, default_weights
+from dsmnet_arch.precision import COMPILE_DEFAULTS, PRECISIONS, inference_autocast
 from dsmnet_arch.tiling import (
     DEFAULT_OVERLAP,
     activation_bytes_per_pixel,
@@ -46,7 +41,6 @@ from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 from dsmnet_arch.video import VIDEO_EXTENSIONS, derain_video
 
 from basicsr.utils import img2tensor, tensor2img
-from basicsr.utils.options import ordered_yaml
 
 SIXTEEN_BIT_EXTENSIONS = ('.png', '.tif', '.tiff')  # the others store 8 bits per sample
 NO_ALPHA_EXTENSIONS = ('.jpg', '.jpeg')
@@ -56,12 +50,6 @@ MEMORY_SHARE = 0.5
 #: Errors that fail one file (reported by name, the others go on): unreadable or unwritable files,
 #: and RuntimeError for torch's out-of-memory errors (the next file may still fit).
 FILE_ERRORS = (ValueError, OSError, MemoryError, RuntimeError, cv2.error)
-
-
-def default_weights():
-    """The weights used when ``--weights`` is not given: the one place where bundled weights will be
-    looked up once the package ships them. Returns a path, or ``None`` (none bundled yet)."""
-    return None
 
 
 # ----------------------------------------------------------------------------- inputs and outputs
@@ -211,59 +199,6 @@ def write_image(path, img):
     buf.tofile(str(path))
 
 
-# ----------------------------------------------------------------------------- the network
-
-def read_network_opt(path):
-    """DSMNet arguments from the ``network_g`` section of a BasicSR training options file."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            opt = yaml.load(f, Loader=ordered_yaml()[0])
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f'Cannot read options file {path}: {str(err).splitlines()[0]}') from None
-    net = dict(opt.get('network_g') or {}) if isinstance(opt, dict) else {}
-    if net.get('type') != 'DSMNet':
-        raise ValueError(f'{path}: network_g must be a section with "type: DSMNet", got type {net.get("type")!r}')
-    net.pop('type')
-    return net
-
-
-def build_model(weights, opt=None):
-    """DSMNet with the weights of ``weights`` (``params_ema`` preferred over ``params``), in eval
-    mode on the CPU. Its arguments come from ``opt`` (an options file) if given, else from the
-    arguments the checkpoint records, else they are read off the weights (checkpoints of BasicSR
-    and of earlier versions, bare state dicts). Mismatches raise a one-line ``ValueError``."""
-    checkpoint = load_checkpoint(weights, map_location='cpu')
-    state, _ = state_dict_from_checkpoint(checkpoint, weights, 'params_ema')
-    try:
-        inferred = args_from_state_dict(state)
-    except (ValueError, KeyError) as err:
-        raise ValueError(f'Weights in {weights} are not DSMNet weights: {err}') from None
-    recorded = arch_from_checkpoint(checkpoint, weights)
-    if opt is not None:
-        args, source = read_network_opt(opt), f'network_g of {opt}'
-    elif recorded is not None:
-        arch_type, args = recorded
-        if arch_type != 'DSMNet':
-            raise ValueError(f'{weights} holds the weights of a {arch_type}, not of a DSMNet')
-        source = f'the arguments saved in {weights}'
-    else:
-        args, source = inferred, 'inferred from the weights'
-    defaults = {k: p.default for k, p in inspect.signature(DSMNet).parameters.items()}
-    unknown = set(args) - set(defaults)
-    if unknown:
-        raise ValueError(f'Unknown DSMNet arguments in {source}: {", ".join(sorted(unknown))}')
-    try:
-        model = DSMNet(**args)
-        model.load_state_dict(state, strict=True)
-    except (ValueError, TypeError, RuntimeError) as err:
-        full = {**defaults, **args}
-        differ = [f'{k}={full[k]!r} vs {v!r} in the weights' for k, v in inferred.items()
-                  if list(np.atleast_1d(full[k])) != list(np.atleast_1d(v))]
-        reason = '; '.join(differ) if differ else str(err).strip().splitlines()[0]
-        raise ValueError(f'Weights in {weights} do not fit DSMNet({source}): {reason}') from None
-    return model.eval()
-
-
 # ----------------------------------------------------------------------------- running
 
 def pick_device(name):
@@ -275,24 +210,13 @@ def pick_device(name):
     return torch.device(name)
 
 
-def precision_context(device, precision):
-    """Autocast context for ``--precision``: convolutions in fp16/bf16, reductions in fp32."""
-    if precision == 'fp32':
-        return contextlib.nullcontext()
-    if precision == 'fp16' and not amp_supported(precision, device):
-        raise ValueError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
-    if precision == 'bf16' and not amp_supported(precision, device):
-        raise ValueError('--precision bf16: this GPU has no bfloat16 support; use fp16 or fp32')
-    return torch.autocast(device.type, dtype=torch.float16 if precision == 'fp16' else torch.bfloat16)
-
-
 class Deraining:
     """Derains one image at a time with a fixed model, device, precision and tiling policy.
 
     Args:
         model (nn.Module): the network, any image-to-image model.
         device (torch.device): where it runs.
-        precision (str): fp32, fp16 or bf16 (see :func:`precision_context`).
+        precision (str): fp32, fp16 or bf16 (:func:`dsmnet_arch.precision.inference_autocast`).
         tile (int | str | None): tile side, ``'auto'`` (from the free memory) or ``None`` (whole image).
         overlap (int): least overlap of neighbouring tiles.
         batch_size (int): tiles per forward pass.
@@ -306,7 +230,7 @@ class Deraining:
         self.model = model.to(device)
         self.forward = torch.compile(self.model, **COMPILE_DEFAULTS) if compile else self.model
         self.device = device
-        self.autocast = precision_context(device, precision)
+        self.autocast = inference_autocast(device, precision)
         self.tile, self.overlap, self.batch_size, self.multiple = tile, overlap, batch_size, multiple
         self._bytes_per_pixel = None
 
@@ -437,7 +361,7 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, help='tiles (or video frames) per forward pass (default: 4 on a GPU, '
                         '1 on the CPU)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
-    parser.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the network: each new image (or tile) size compiles first, which takes '

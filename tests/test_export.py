@@ -11,7 +11,7 @@ import torch
 from dsmnet_arch import export
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.checkpoint import arch_record
-from dsmnet_arch.infer import build_model
+from dsmnet_arch.loading import build_model
 from dsmnet_arch.tiling import tiled_forward
 
 from conftest import run_entry

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import dsmnet_arch.infer as infer
+import dsmnet_arch.loading as loading
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
 from dsmnet_arch.tiling import (
     DEFAULT_OVERLAP,
@@ -387,15 +388,15 @@ def test_files_that_are_not_dsmnet_weights_are_refused(tmp_path):
     text = tmp_path / 'notes.pth'
     text.write_text('hello')
     with pytest.raises(ValueError, match=f'Cannot load checkpoint {text}'):
-        infer.build_model(str(text))
+        loading.build_model(str(text))
     optimizer_state = tmp_path / 'state.pth'
     torch.save({'iter': 3, 'optimizers': [{'lr': 0.1}]}, optimizer_state)
     with pytest.raises(ValueError, match=f'Cannot use {optimizer_state}: expected a state dict of tensors'):
-        infer.build_model(str(optimizer_state))
+        loading.build_model(str(optimizer_state))
     other = tmp_path / 'other.pth'
     torch.save(torch.nn.Conv2d(3, 3, 3).state_dict(), other)
     with pytest.raises(ValueError, match=f'Weights in {other} are not DSMNet weights'):
-        infer.build_model(str(other))
+        loading.build_model(str(other))
 
 
 def test_params_ema_is_preferred_and_bare_state_dicts_load(tmp_path):
@@ -406,7 +407,7 @@ def test_params_ema_is_preferred_and_bare_state_dicts_load(tmp_path):
         torch.save(content, tmp_path / name)
     expected = {'both.pth': ema, 'params.pth': plain, 'bare.pth': ema, 'ddp.pth': plain}
     for name, state in expected.items():
-        loaded = infer.build_model(str(tmp_path / name)).state_dict()
+        loaded = loading.build_model(str(tmp_path / name)).state_dict()
         assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state), name
 
 
@@ -431,7 +432,7 @@ def test_arguments_inferred_from_the_weights_match_the_options_file(tmp_path, va
     x = to_tensor(smooth_image(24, 20))
     with torch.no_grad():
         expected = model(x)
-        for built in (infer.build_model(str(tmp_path / 'w.pth')), infer.build_model(str(tmp_path / 'w.pth'), opt)):
+        for built in (loading.build_model(str(tmp_path / 'w.pth')), loading.build_model(str(tmp_path / 'w.pth'), opt)):
             torch.testing.assert_close(built(x), expected)
     inferred = args_from_state_dict(model.state_dict())
     defaults = {k: p.default for k, p in inspect.signature(DSMNet).parameters.items()}
@@ -450,21 +451,22 @@ def test_the_checkpoints_record_of_the_arguments_builds_the_variant(tmp_path):
     x = to_tensor(smooth_image(20, 20))
     with torch.no_grad():
         expected = model(x)
-        for built in (infer.build_model(str(tmp_path / 'w.pth')), infer.build_model(str(tmp_path / 'bare.pth'), opt)):
+        for built in (loading.build_model(str(tmp_path / 'w.pth')),
+                      loading.build_model(str(tmp_path / 'bare.pth'), opt)):
             assert [m.across_up for m in built.mab.values()] == [False] * len(built.mab)
             torch.testing.assert_close(built(x), expected)
-        read_off = infer.build_model(str(tmp_path / 'bare.pth'))  # no record: the weights' reading, M5
+        read_off = loading.build_model(str(tmp_path / 'bare.pth'))  # no record: the weights' reading, M5
         assert all(m.across_up for m in read_off.mab.values())
         assert (read_off(x) - expected).abs().max() > 1e-4
     torch.save({'params': model.state_dict(), 'arch': {'type': 'MSRResNet', 'num_feat': 8}}, tmp_path / 'other.pth')
     with pytest.raises(ValueError, match='other.pth holds the weights of a MSRResNet, not of a DSMNet'):
-        infer.build_model(str(tmp_path / 'other.pth'))
+        loading.build_model(str(tmp_path / 'other.pth'))
     torch.save({'params': model.state_dict(), 'arch': ['DSMNet']}, tmp_path / 'bad.pth')
     with pytest.raises(ValueError, match='bad.pth: its "arch" entry is not a network type with arguments'):
-        infer.build_model(str(tmp_path / 'bad.pth'))
+        loading.build_model(str(tmp_path / 'bad.pth'))
     torch.save({'params': model.state_dict(), 'arch': {**record, 'num_feats': 8}}, tmp_path / 'unknown.pth')
     with pytest.raises(ValueError, match='Unknown DSMNet arguments in the arguments saved in .*unknown.pth: num_feats'):
-        infer.build_model(str(tmp_path / 'unknown.pth'))
+        loading.build_model(str(tmp_path / 'unknown.pth'))
 
 
 @pytest.mark.parametrize('name', ['default', 'no_links'])
@@ -472,7 +474,7 @@ def test_weights_saved_by_version_0_1_load_and_give_the_same_output(name):
     """Files written by dsmnet_arch 0.1.0, before Table 5 moved into the MAB (tests/data/README.md)."""
     data = os.path.join(REPO, 'tests', 'data')
     reference = torch.load(os.path.join(data, 'dsmnet_v0.1_outputs.pt'), weights_only=True)
-    model = infer.build_model(os.path.join(data, f'dsmnet_v0.1_{name}.pth'))
+    model = loading.build_model(os.path.join(data, f'dsmnet_v0.1_{name}.pth'))
     assert model.level_up == (name == 'default') and all(m.dense_fusion for m in model.mab.values())
     with torch.no_grad():
         torch.testing.assert_close(model(reference['input']), reference[name], rtol=1e-5, atol=1e-6)
@@ -483,15 +485,15 @@ def test_options_that_do_not_fit_the_weights_are_named(tmp_path):
     opt = tmp_path / 'train.yml'
     opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', **SMALL, 'num_feat': 16, 'reduction': 2}}))
     with pytest.raises(ValueError) as err:
-        infer.build_model(str(tmp_path / 'w.pth'), str(opt))
+        loading.build_model(str(tmp_path / 'w.pth'), str(opt))
     assert str(err.value) == (f'Weights in {tmp_path / "w.pth"} do not fit DSMNet(network_g of {opt}): '
                               'num_feat=16 vs 8 in the weights; reduction=2 vs 4 in the weights')
     opt.write_text(yaml.safe_dump({'network_g': {'type': 'MSRResNet', 'num_feat': 8}}))
     with pytest.raises(ValueError, match='network_g must be a section with "type: DSMNet", got type .MSRResNet.'):
-        infer.build_model(str(tmp_path / 'w.pth'), str(opt))
+        loading.build_model(str(tmp_path / 'w.pth'), str(opt))
     opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', 'num_feats': 8}}))
     with pytest.raises(ValueError, match='Unknown DSMNet arguments in network_g of .*: num_feats'):
-        infer.build_model(str(tmp_path / 'w.pth'), str(opt))
+        loading.build_model(str(tmp_path / 'w.pth'), str(opt))
 
 
 def test_a_small_tile_without_an_overlap_gets_the_largest_that_fits(tmp_path, weights, capsys):
@@ -569,7 +571,7 @@ def test_serve_and_input_arguments_are_checked(capsys, argv, message):
 
 def test_without_weights_the_error_says_none_are_bundled(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / 'a.png'), make_file_image('rgb', np.uint8))
-    assert infer.default_weights() is None  # until the package ships weights
+    assert loading.default_weights() is None  # until the package ships weights
     assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out']) == 2
     assert 'error: --weights is required: no weights are bundled with this package yet' in capsys.readouterr().err
     assert infer.parse_args(['--serve', '--weights', 'w.pth']).max_pixels == infer.SERVE_MAX_PIXELS
