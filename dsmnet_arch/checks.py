@@ -17,15 +17,15 @@ import sys
 
 from PIL import Image
 
-from dsmnet_arch.models.derain_model import DerainModel
 from dsmnet_arch.utils import IMAGE_EXTENSIONS, keep_freed_memory
 
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
+from basicsr.utils.registry import MODEL_REGISTRY
 
-# Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read; DerainModel's own
-# train keys come from DerainModel.TRAIN_OPTIONS. A key not listed here that is a near-miss of one that
-# is ("total_iters", "pixle_opt") is an error; other unknown keys may belong to a user's own extension and
-# only give a warning.
+# Keys BasicSR's SRModel (and so DerainModel), its trainer and PairedImageDataset read; the train keys a
+# model reads besides SRModel's come from the model class itself (DerainModel.TRAIN_OPTIONS). A key not
+# listed here that is a near-miss of one that is ("total_iters", "pixle_opt") is an error; other unknown
+# keys may belong to a user's own extension and only give a warning.
 KNOWN_KEYS = {
     '': ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
          'logger', 'dist_params', 'find_unused_parameters', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume',
@@ -302,8 +302,8 @@ def check_options(opt):
         for section in ('train', 'val', 'logger', 'path'):
             if isinstance(opt.get(section), dict):
                 known = KNOWN_KEYS[section]
-                if section == 'train' and opt['model_type'] != 'SRModel':
-                    known += DerainModel.TRAIN_OPTIONS
+                if section == 'train':  # DerainModel's (and RealRainModel's) own, read off the class
+                    known += getattr(MODEL_REGISTRY.get(opt['model_type']), 'TRAIN_OPTIONS', ())
                 _check_keys(opt[section], f'{section}:', known, warnings)
     _check_types(opt)
     _check_datasets(opt, warnings)
@@ -329,9 +329,14 @@ def run_pipeline(module):
     ``module`` is ``basicsr.train`` or ``basicsr.test``. User errors end the process with one line
     on stderr and exit status 1; the traceback still goes to the run's log file, if one was opened.
     Freed memory is kept for reuse (:func:`dsmnet_arch.utils.keep_freed_memory`).
+
+    The options are checked by replacing ``module.parse_options`` while the pipeline runs (restored
+    afterwards): BasicSR's pipeline functions parse the options and build everything in one body, so
+    the name it looks up is the only place between the two; copying the pipeline would fork BasicSR's.
     """
     keep_freed_memory()
-    module.parse_options = _checked(module.parse_options)
+    parse_options = module.parse_options
+    module.parse_options = _checked(parse_options)
     pipeline = module.train_pipeline if hasattr(module, 'train_pipeline') else module.test_pipeline
     try:
         pipeline(os.getcwd())
@@ -343,3 +348,5 @@ def run_pipeline(module):
         message = ' '.join(str(err).split()) or type(err).__name__
         print(f'error: {message}', file=sys.stderr)
         sys.exit(1)
+    finally:
+        module.parse_options = parse_options

@@ -87,11 +87,14 @@ class _ImportPackageFirst(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def _fix_train_script_resume():
     """Give the clone's ``basicsr/train.py``, run as a script, the fixed ``load_resume_state``.
 
+    Prevents: ``python basicsr/train.py --auto_resume`` in a linked clone fails without a GPU.
     ``python basicsr/train.py`` runs that file as ``__main__``, a second copy of ``basicsr.train``
     whose ``train_pipeline`` calls its own ``load_resume_state``, which ``dsmnet_arch.compat``
     replaced in ``basicsr.train`` only (BasicSR's loads the state onto CUDA: no resume on a CPU).
     The script defines that function after its imports, so it is replaced when the script's
-    ``train_pipeline`` calls ``parse_options``, its first step.
+    ``train_pipeline`` calls ``parse_options``, its first step. Global (``basicsr.utils.options``),
+    and only in that script's process: the script binds ``parse_options`` by name at its import,
+    and nothing else of ours runs between its imports and its resume.
     """
     main = sys.modules.get('__main__')
     basicsr = sys.modules['basicsr']
