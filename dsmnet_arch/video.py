@@ -102,49 +102,14 @@ def derain_video(derain, src, dst, cmp=None, frame_bar=None):
     start = time.perf_counter()
     try:
         with container:
-            if not container.streams.video:
-                raise ValueError('no video stream in the file')
-            video_in = container.streams.video[0]
-            video_in.thread_type = 'AUTO'
-            audio_in = container.streams.audio[0] if container.streams.audio else None
-            width, height = video_in.codec_context.width, video_in.codec_context.height
-            if not width or not height:
-                raise ValueError('not a readable video (no frame size in its header)')
+            video_in, audio_in, width, height = _input_streams(container)
             writers.append(_Writer(av, Path(dst), video_in, audio_in, width, height))
             if cmp is not None:
                 writers.append(_Writer(av, Path(cmp), video_in, audio_in, 2 * width, height))
             if own_bar:
                 frame_bar = tqdm(desc='frames', unit='frame', leave=False, disable=None)
             frame_bar.reset(total=video_in.frames or None)
-            streams = [video_in] + ([audio_in] if audio_in is not None else [])
-            pending, count = [], 0
-
-            def flush():
-                outputs = derain.run([bgr.astype(np.float32) / 255 for bgr, _ in pending])
-                for (bgr, pts), out in zip(pending, outputs):
-                    out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
-                    writers[0].frame(av, out, pts, video_in.time_base)
-                    if cmp is not None:
-                        writers[1].frame(av, np.concatenate([bgr, out], axis=1), pts, video_in.time_base)
-                frame_bar.update(len(pending))
-                pending.clear()
-
-            for packet in container.demux(streams):
-                if packet.stream is audio_in:
-                    if packet.dts is not None:  # the demuxer's final empty packet has none
-                        for writer in writers:
-                            writer.audio_packet(packet)
-                    continue
-                for frame in packet.decode():
-                    pts = frame.pts if frame.pts is not None else count  # streams without timestamps
-                    pending.append((frame.to_ndarray(format='bgr24'), pts))
-                    count += 1
-                    if len(pending) == derain.batch_size:
-                        flush()
-            if pending:
-                flush()
-            if count == 0:
-                raise ValueError('not a readable video (no frame could be decoded)')
+            count = _derain_frames(av, derain, container, (video_in, audio_in), writers, frame_bar)
             for writer in writers:
                 writer.close()
     except BaseException as err:
@@ -166,3 +131,53 @@ def derain_video(derain, src, dst, cmp=None, frame_bar=None):
     rate = f'{count} frames of {width}x{height} in {seconds:.1f} s ({count / seconds:.2f} frames/s)'
     notes = writers[0].notes + [rate]
     return Derained(count * width * height, notes, None, None)
+
+
+def _input_streams(container):
+    """``(video stream, first audio stream or None, width, height)`` of an opened input; ``ValueError``
+    without a video stream or a frame size."""
+    if not container.streams.video:
+        raise ValueError('no video stream in the file')
+    video_in = container.streams.video[0]
+    video_in.thread_type = 'AUTO'
+    audio_in = container.streams.audio[0] if container.streams.audio else None
+    width, height = video_in.codec_context.width, video_in.codec_context.height
+    if not width or not height:
+        raise ValueError('not a readable video (no frame size in its header)')
+    return video_in, audio_in, width, height
+
+
+def _derain_frames(av, derain, container, streams, writers, frame_bar):
+    """Decode the video stream of ``streams`` (video, audio or None), derain its frames ``derain.batch_size``
+    at a time and encode them into ``writers`` (the output, then the side-by-side one if any), copying the
+    audio packets; returns the number of frames (a ``ValueError`` if none could be decoded)."""
+    video_in, audio_in = streams
+    pending, count = [], 0
+
+    def flush():
+        outputs = derain.run([bgr.astype(np.float32) / 255 for bgr, _ in pending])
+        for (bgr, pts), out in zip(pending, outputs):
+            out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+            writers[0].frame(av, out, pts, video_in.time_base)
+            if len(writers) > 1:
+                writers[1].frame(av, np.concatenate([bgr, out], axis=1), pts, video_in.time_base)
+        frame_bar.update(len(pending))
+        pending.clear()
+
+    for packet in container.demux([s for s in streams if s is not None]):
+        if packet.stream is audio_in:
+            if packet.dts is not None:  # the demuxer's final empty packet has none
+                for writer in writers:
+                    writer.audio_packet(packet)
+            continue
+        for frame in packet.decode():
+            pts = frame.pts if frame.pts is not None else count  # streams without timestamps
+            pending.append((frame.to_ndarray(format='bgr24'), pts))
+            count += 1
+            if len(pending) == derain.batch_size:
+                flush()
+    if pending:
+        flush()
+    if count == 0:
+        raise ValueError('not a readable video (no frame could be decoded)')
+    return count
