@@ -100,7 +100,8 @@ def run(module, opt, tmp_path, monkeypatch):
     """
     yml = tmp_path / 'options.yml'
     yml.write_text(yaml.safe_dump(opt, sort_keys=False))
-    monkeypatch.setattr(module, 'parse_options', module.parse_options)  # run_pipeline wraps it; undo afterwards
+    parse_options = module.parse_options
+    monkeypatch.setattr(module, 'parse_options', parse_options)  # run_pipeline wraps it while it runs
     monkeypatch.setattr(sys, 'argv', ['dsmnet', '-opt', str(yml)])
     monkeypatch.chdir(tmp_path)
     stream = io.StringIO()
@@ -111,6 +112,7 @@ def run(module, opt, tmp_path, monkeypatch):
         run_pipeline(module)
     finally:
         logger.removeHandler(handler)
+    assert module.parse_options is parse_options  # and restores it
     return stream.getvalue()
 
 
