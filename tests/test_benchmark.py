@@ -1,22 +1,18 @@
-"""scripts/benchmark.py --quick: every measurement runs and the JSON and table hold sane figures."""
-import importlib.util
+"""scripts/benchmark.py --quick (dsmnet_arch.benchmarks): every measurement runs and the JSON and table hold sane
+figures."""
 import json
 import math
-import os
 
 import pytest
 import torch
 
+from dsmnet_arch.benchmarks.cli import PRESETS, main, parse_args, run
+from dsmnet_arch.benchmarks.inference import least_work_tile
+from dsmnet_arch.benchmarks.reference import MEMORY_FORMATS, spec_flops
+from dsmnet_arch.benchmarks.report import table as results_table
+from dsmnet_arch.benchmarks.timing import duration
+from dsmnet_arch.benchmarks.training import make_training_step
 from dsmnet_arch.tiling import count_tiles
-
-from conftest import REPO
-
-
-def load_benchmark_script():
-    spec = importlib.util.spec_from_file_location('benchmark', os.path.join(REPO, 'scripts', 'benchmark.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def computed_pixels(tile, height, width, overlap, multiple):
@@ -33,8 +29,7 @@ def computed_pixels(tile, height, width, overlap, multiple):
 
 @pytest.mark.parametrize('largest, layout', [(1088, (1048, 1048, 3, 4)), (640, (560, 560, 6, 8))])
 def test_least_work_tile_covers_large_image_with_fewest_pixels(largest, layout):
-    script = load_benchmark_script()
-    tile = script.least_work_tile(3000, 4000, largest, 64, 8)
+    tile = least_work_tile(3000, 4000, largest, 64, 8)
     candidates = range(2 * 64 + 8, largest + 1)
     fewest = min(computed_pixels(t, 3000, 4000, 64, 8) for t in candidates)
     assert computed_pixels(tile, 3000, 4000, 64, 8) == fewest
@@ -45,12 +40,11 @@ def test_least_work_tile_covers_large_image_with_fewest_pixels(largest, layout):
 
 
 def test_quick_run_writes_json_and_table(tmp_path, capsys):
-    script = load_benchmark_script()
     path = tmp_path / 'out' / 'bench.json'
-    script.main(['--quick', '--repeats', '1', '--json', str(path)])
+    main(['--quick', '--repeats', '1', '--json', str(path)])
     table = capsys.readouterr().out
     r = json.loads(path.read_text())
-    cfg = script.PRESETS['quick']
+    cfg = PRESETS['quick']
 
     h = r['header']
     assert (h['device'], h['precision'], h['preset'], h['threads']) == ('cpu', 'fp32', 'quick', torch.get_num_threads())
@@ -60,7 +54,7 @@ def test_quick_run_writes_json_and_table(tmp_path, capsys):
     for key, shape in (('train', [cfg['batch'], cfg['num_feat'], cfg['patch'], cfg['patch']]),
                        ('inference', [1, cfg['num_feat'], cfg['reference_side'], cfg['reference_side']])):
         ref = r['reference'][key]
-        assert ref['shape'] == shape and ref['memory_format'] in script.MEMORY_FORMATS
+        assert ref['shape'] == shape and ref['memory_format'] in MEMORY_FORMATS
         assert ref['seconds'] > 0 and ref['gflops'] > 0
 
     t = r['train_step']
@@ -68,7 +62,7 @@ def test_quick_run_writes_json_and_table(tmp_path, capsys):
     assert t['patches_per_s'] == pytest.approx(cfg['batch'] / t['seconds'])
     # forward + backward: about 3x the forward FLOPs (torch counts a convolution's input and
     # weight gradients as about one forward each)
-    forward = script.spec_flops(cfg['num_feat'], t['shape'], train=False) / 1e9
+    forward = spec_flops(cfg['num_feat'], t['shape'], train=False) / 1e9
     assert 2.9 * forward < t['gflop'] < 3.1 * forward
     assert t['gflops'] == pytest.approx(t['gflop'] / t['seconds'])
     assert t['fraction'] == pytest.approx(t['gflops'] / r['reference']['train']['gflops'])
@@ -115,7 +109,6 @@ def test_quick_run_writes_json_and_table(tmp_path, capsys):
 
 def test_gpu_header_compiled_rows_and_no_data_in_the_table():
     """The rows only a GPU or --compile run prints, from a run's results (no GPU needed to format them)."""
-    script = load_benchmark_script()
     reference = dict(shape=[1, 32, 512, 512], memory_format='channels_last', seconds=0.002, gflops=9000.0)
     train = dict(shape=[32, 3, 64, 64], seconds=0.1, iters_per_s=10.0, patches_per_s=320.0, gflop=1200.0,
                  gflops=12000.0, fraction=0.8, peak_bytes=3 * 2**30, first_call_seconds=None)
@@ -134,7 +127,7 @@ def test_gpu_header_compiled_rows_and_no_data_in_the_table():
                    peak_bytes=2**31),
         compiled=dict(train_step=dict(train, seconds=0.08, iters_per_s=12.5, speedup=1.25, first_call_seconds=95.0),
                       inference=dict(whole, speedup=1.1, first_call_seconds=40.0)))
-    table = script.table(results)
+    table = results_table(results)
     assert '- GPU: 80 GiB, compute capability 8.0, CUDA 12.x, cuDNN 90100, cudnn.benchmark True, TF32 ' in table
     assert '| 0.10 s | 10.00 it/s, 320.0 patches/s | 12000.0 | 0.80 | 3,072 MiB |' in table
     assert '| paper protocol, Rain100H: 1,125,000 iterations x the step above | batch 32 | 31.2 h |' in table
@@ -144,10 +137,47 @@ def test_gpu_header_compiled_rows_and_no_data_in_the_table():
 
 
 def test_fp16_and_cuda_need_a_gpu(capsys):
-    script = load_benchmark_script()
     with pytest.raises(SystemExit):
-        script.parse_args(['--precision', 'fp16'])
+        parse_args(['--precision', 'fp16'])
     assert '--precision fp16 needs --device cuda' in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='--device cuda, but PyTorch sees no CUDA device'):
-            script.run(script.parse_args(['--device', 'cuda', '--quick']))
+            run(parse_args(['--device', 'cuda', '--quick']))
+
+
+@pytest.mark.parametrize('precision, scaled', [('fp16', True), ('bf16', False), ('fp32', False), (None, False)])
+def test_the_timed_training_step_scales_fp16_losses_as_training_does(monkeypatch, precision, scaled):
+    """The step benchmark.py and the reproduction's estimate time runs fp16 through a gradient scaler, as
+    DerainModel's training does (scale, backward, scaler step, update), and the others without one."""
+    calls = []
+
+    class Scaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            calls.append('scale')
+            return super().scale(outputs)
+
+        def step(self, optimizer, *args, **kwargs):
+            calls.append('step')
+            return super().step(optimizer, *args, **kwargs)
+
+        def update(self, new_scale=None):
+            calls.append('update')
+            return super().update(new_scale)
+
+    monkeypatch.setattr(torch.amp, 'GradScaler', Scaler)
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    before = [p.detach().clone() for p in net.parameters()]
+    lq = torch.rand(2, 3, 8, 8)
+    step = make_training_step(net, torch.nn.MSELoss(), torch.optim.Adam(net.parameters(), lr=1e-3), lq, lq * 0.5,
+                              precision)
+    step()
+    step()
+    assert calls == (['scale', 'step', 'update'] * 2 if scaled else [])
+    assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # the optimizer stepped
+
+
+def test_one_duration_for_the_benchmarks_the_estimate_and_the_gpu_summary():
+    seconds = (0, 12.4, 250, 3599, 3600, 112500, 47.9 * 3600, 48 * 3600, 2.3 * 86400)
+    assert [duration(s) for s in seconds] == ['0 s', '12 s', '4 min 10 s', '59 min 59 s', '1.0 h', '31.2 h',
+                                              '47.9 h', '2.0 days', '2.3 days']
