@@ -12,6 +12,11 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 
+if __package__ in (None, ''):  # run as a file: import the package from this checkout
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dsmnet_arch.benchmarks.timing import duration  # noqa: E402
+
 TIMED_OUT = (124, 137)  # timeout's status, and that of a command it had to kill
 
 
@@ -58,10 +63,6 @@ def step_result(status, limit, tests=None):
             text += ' (skipped: ' + '; '.join(tests['skip_reasons']) + ')'
         return text
     return 'done' if status == 0 else f'failed (exit status {status})'
-
-
-def duration(seconds):
-    return f'{seconds / 3600:,.1f} h' if seconds < 48 * 3600 else f'{seconds / 86400:,.1f} days'
 
 
 def gib(value):
