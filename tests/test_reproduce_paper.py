@@ -1,11 +1,11 @@
-"""scripts/reproduce_paper.py on the CPU: the four downloads in their native layouts in, the paper's tables out.
+"""scripts/reproduce_paper.py on the CPU (dsmnet_arch.reproduction): the four downloads in their native layouts
+in, the paper's tables out.
 
 The downloads are tiny (a few 40x48 pairs per split, laid out as each release is, like the
 preparation tests' fixtures), the network narrow (width 16, 2 levels) and --scale tiny, so every
 one of the 15 experiments trains for a few iterations through dsmnet_arch/train.py and is
 tested through dsmnet_arch/test.py.
 """
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +25,10 @@ from dsmnet_arch.metrics.protocol_metrics import (
     calculate_ssim_y_downsampled,
     calculate_ssim_y_rounded,
 )
+from dsmnet_arch.reproduction import estimate, layout, plan
+from dsmnet_arch.reproduction.cli import main, parse_args
+from dsmnet_arch.reproduction.paper import ALL_TABLES, METRICS, TABLES
+from dsmnet_arch.reproduction.report import collect_tables, rainy_scores, render_tables
 
 from basicsr.metrics import calculate_psnr
 
@@ -55,14 +59,6 @@ KILL_HOOK = textwrap.dedent('''
                 step(self, current_iter)
             DerainModel.optimize_parameters = optimize_parameters
 ''')
-
-
-@pytest.fixture(scope='module')
-def reproduce():
-    spec = importlib.util.spec_from_file_location('reproduce_paper', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pair(seed, h=H, w=W):
@@ -109,7 +105,7 @@ def cli(args, env=None):
                           start_new_session=True, timeout=600)
 
 
-def test_bad_input_is_one_line_naming_the_option_or_folder(tmp_path, reproduce, capsys):
+def test_bad_input_is_one_line_naming_the_option_or_folder(tmp_path, capsys):
     data = tmp_path / 'data'
     (data / 'Rain100L').mkdir(parents=True)
     cases = [
@@ -125,7 +121,7 @@ def test_bad_input_is_one_line_naming_the_option_or_folder(tmp_path, reproduce, 
     ]
     for argv, message in cases:
         try:
-            status = reproduce.main(['--data', str(data), '--tables', '3', '--out', str(tmp_path / 'out')] + argv)
+            status = main(['--data', str(data), '--tables', '3', '--out', str(tmp_path / 'out')] + argv)
         except SystemExit as exc:  # argparse's errors
             status = exc.code
         err = capsys.readouterr().err.strip()
@@ -145,14 +141,14 @@ def listed_experiments(text):
     return re.findall(r'^\s*\d+\. (DSMNet_\S+)  tables ([\dn, ]+)  (\w+)  ([\d,]+) iterations', text, re.M)
 
 
-def test_dry_run_lists_every_experiment_and_writes_its_options(tmp_path, reproduce, capsys, monkeypatch):
+def test_dry_run_lists_every_experiment_and_writes_its_options(tmp_path, capsys, monkeypatch):
     def no_timing(*args):
         raise AssertionError('the dry run timed a network without --time-estimate')
 
-    monkeypatch.setattr(reproduce, 'time_network', no_timing)
-    monkeypatch.setattr(reproduce, 'time_metrics', no_timing)
+    monkeypatch.setattr(estimate, 'time_network', no_timing)
+    monkeypatch.setattr(estimate, 'time_metrics', no_timing)
     out = tmp_path / 'out'
-    assert reproduce.main(dry_run_argv(tmp_path, '--gpus', '2', '--jobs', '2')) == 0
+    assert main(dry_run_argv(tmp_path, '--gpus', '2', '--jobs', '2')) == 0
     text = capsys.readouterr().out
     listed = listed_experiments(text)
     assert len(listed) == EXPERIMENTS and len({name for name, *_ in listed}) == EXPERIMENTS
@@ -199,16 +195,16 @@ def test_dry_run_imports_no_network_code_without_time_estimate(tmp_path):
     assert len(listed_experiments(proc.stdout)) == 5 and proc.stdout.strip().endswith('imported: []')
 
 
-def test_time_estimate_times_each_network_once(tmp_path, reproduce, capsys, monkeypatch):
-    monkeypatch.setattr(reproduce, 'ESTIMATE_IMAGE', (H, W))  # time a small test image: seconds, not minutes
-    timed, time_network = [], reproduce.time_network
+def test_time_estimate_times_each_network_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(estimate, 'ESTIMATE_IMAGE', (H, W))  # time a small test image: seconds, not minutes
+    timed, time_network = [], estimate.time_network
 
     def counted(train_opt, iters, device):
         timed.append((train_opt['network_g'], iters, train_opt['datasets']['train']['batch_size_per_gpu']))
         return time_network(train_opt, iters, device)
 
-    monkeypatch.setattr(reproduce, 'time_network', counted)
-    assert reproduce.main(dry_run_argv(tmp_path, '--gpus', '2', '--jobs', '2', '--time-estimate')) == 0
+    monkeypatch.setattr(estimate, 'time_network', counted)
+    assert main(dry_run_argv(tmp_path, '--gpus', '2', '--jobs', '2', '--time-estimate')) == 0
     text = capsys.readouterr().out
     assert len(re.findall(r'estimate: [\d.]+ s/iteration -> training .+, validation and test', text)) == EXPERIMENTS
     assert re.search(r'Total: [\d,]+ iterations; estimated .+ of work left, .+ with 2 at a time on the CPU', text)
@@ -219,14 +215,14 @@ def test_time_estimate_times_each_network_once(tmp_path, reproduce, capsys, monk
          ('sp+sa', 8, 'M5'), ('ca+sa', 4, 'M5'), ('ca+sa', 16, 'M5')] + [('ca+sa', 8, f'M{i}') for i in range(1, 5)])
 
 
-def test_table5_network_level_is_an_extra_table_of_four_more_runs(tmp_path, reproduce, capsys):
+def test_table5_network_level_is_an_extra_table_of_four_more_runs(tmp_path, capsys):
     """--table5-network-level: Table 5's five rows read as the links between the MABs; M5 (all links, the full
     MAB) is the paper's model that the other tables share, the other four are runs of their own that differ
     from it in the level switches alone."""
     out = tmp_path / 'out'
-    assert reproduce.main(dry_run_argv(tmp_path, '--tables', '5')) == 0
+    assert main(dry_run_argv(tmp_path, '--tables', '5')) == 0
     default = listed_experiments(capsys.readouterr().out)
-    assert reproduce.main(dry_run_argv(tmp_path, '--tables', '5', '--table5-network-level')) == 0
+    assert main(dry_run_argv(tmp_path, '--tables', '5', '--table5-network-level')) == 0
     text = capsys.readouterr().out
     listed = listed_experiments(text)
     more = [entry for entry in listed if entry[0] not in {name for name, *_ in default}]
@@ -253,7 +249,7 @@ def test_table5_network_level_is_an_extra_table_of_four_more_runs(tmp_path, repr
             k: v for k, v in paper.items() if k not in ('name', 'network_g')}
     assert {m: tuple(v.values()) for m, v in MAB_VARIANTS.items()} == links  # the same pattern inside the MAB
     # the same figures as the paper's Table 5 under either reading
-    assert [r.paper for r in reproduce.ALL_TABLES['5n'][1]] == [r.paper for r in reproduce.TABLES[5][1]]
+    assert [r.paper for r in ALL_TABLES['5n'][1]] == [r.paper for r in TABLES[5][1]]
     header = (out / 'options' / 'train_DSMNet_Rain100L_netM3.yml').read_text().splitlines()[0]
     assert header.endswith('for our network-level reading of table 5 row M3.')
 
@@ -262,7 +258,7 @@ def _tables(out):
     return json.loads((out / 'tables.json').read_text())
 
 
-def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reproduce, capsys, monkeypatch):
+def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, capsys, monkeypatch):
     data = make_downloads(tmp_path / 'downloads')
     out = tmp_path / 'out'
     argv = ['--data', str(data), '--out', str(out)] + SMOKE
@@ -275,9 +271,9 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert all((out / 'datasets' / d / s / 'prepared.json').is_file()
                for d in ('Rain100L', 'Rain100H', 'Rain800', 'Rain1400') for s in ('train', 'test'))
-    assert reproduce.training_states(out, 'DSMNet_Rain100H') == [1, 2]
+    assert layout.training_states(out, 'DSMNet_Rain100H') == [1, 2]
     assert not (out / 'runs' / 'DSMNet_Rain100H' / 'metrics.json').exists()
-    assert reproduce.main(argv + ['--dry-run']) == 0
+    assert main(argv + ['--dry-run']) == 0
     text = capsys.readouterr().out
     assert re.search(r'DSMNet_Rain100H  tables 2  Rain100H  4 iterations \(3 pairs\)  resumes from iteration 2', text)
     assert 'prepare ' not in text
@@ -287,7 +283,7 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     monkeypatch.setenv('PYTHONPATH', str(hook))
     monkeypatch.setenv('REPRODUCE_TEST_KILL', 'DSMNet_Rain100L_M1:3:self')
-    assert reproduce.main(argv) == 1
+    assert main(argv) == 1
     text = capsys.readouterr().out
     assert 'prepare ' not in text  # prepared before
     assert re.search(r'train DSMNet_Rain100H \(table 2\): 4 iterations, from iteration 2', text)
@@ -302,7 +298,7 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
 
     # 3. Again, without the kill: only the failed experiment runs, from its last training state.
     monkeypatch.delenv('REPRODUCE_TEST_KILL')
-    assert reproduce.main(argv) == 0
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert re.findall(r'^train (\S+)', text, re.M) == ['DSMNet_Rain100L_M1']
     assert 'from iteration 2' in text and text.count('skip ') == EXPERIMENTS - 1
@@ -332,34 +328,34 @@ def test_all_four_tables_end_to_end_killed_resumed_and_skipped(tmp_path, reprodu
 
     # 4. And again: everything is finished, nothing runs.
     before = {p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('*.json')}
-    assert reproduce.main(argv) == 0
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert text.count('skip ') == EXPERIMENTS and not re.search(r'^(train|test|prepare) ', text, re.M)
     assert {p: p.stat().st_mtime_ns for p in (out / 'runs').rglob('*.json')} == before
 
 
-def test_other_settings_in_the_same_out_are_refused_not_mixed(tmp_path, reproduce, capsys):
-    exp = reproduce.build_experiments([5])[1]
+def test_other_settings_in_the_same_out_are_refused_not_mixed(tmp_path, capsys):
+    exp = plan.build_experiments([5])[1]
     out = tmp_path / 'out'
-    args = reproduce.parse_args(['--data', str(tmp_path), '--scale', '0.5'])
-    exp.train_opt, _ = reproduce.make_options(exp, out, args, cuda=False)
-    reproduce.write_json(out / 'runs' / exp.name / 'settings.json', reproduce.fingerprint(exp.train_opt, 1))
-    assert reproduce.status(exp, out, 1) == ('new', '')
-    exp.train_opt, _ = reproduce.make_options(exp, out, reproduce.parse_args(['--data', str(tmp_path)]), cuda=False)
-    state, detail = reproduce.status(exp, out, 1)
+    args = parse_args(['--data', str(tmp_path), '--scale', '0.5'])
+    exp.train_opt, _ = plan.make_options(exp, out, args, cuda=False)
+    layout.write_json(out / 'runs' / exp.name / 'settings.json', layout.fingerprint(exp.train_opt, 1))
+    assert layout.status(exp, out, 1) == ('new', '')
+    exp.train_opt, _ = plan.make_options(exp, out, parse_args(['--data', str(tmp_path)]), cuda=False)
+    state, detail = layout.status(exp, out, 1)
     assert state == 'changed' and 'train:total_iter 62500 -> 125000' in detail
 
 
-def test_tables_have_the_protocol_columns_and_the_verdict_weighs_them(tmp_path, reproduce):
+def test_tables_have_the_protocol_columns_and_the_verdict_weighs_them(tmp_path):
     out = tmp_path / 'out'
     # the rainy input of one prepared test set, 48 x 40 pixels: every metric's value computed here
     test = out / 'datasets' / 'Rain100L' / 'test'
     clean, rainy = pair(5)
     save(test / 'target' / 'a.png', clean)
     save(test / 'input' / 'a.png', rainy)
-    reproduce.write_json(out / 'runs' / 'rainy_Rain100L.json', {'psnr_y': 1., 'ssim_y': .1, 'psnr_rgb': 2.,
-                                                                 'ssim_rgb': .2, 'images': 1})  # an older cache
-    scores = reproduce.rainy_scores(out, 'Rain100L')
+    layout.write_json(out / 'runs' / 'rainy_Rain100L.json', {'psnr_y': 1., 'ssim_y': .1, 'psnr_rgb': 2.,
+                                                              'ssim_rgb': .2, 'images': 1})  # an older cache
+    scores = rainy_scores(out, 'Rain100L')
     assert scores['psnr_y_restormer'] == pytest.approx(calculate_psnr_y_rounded(rainy, clean))
     assert scores['ssim_y_restormer'] == pytest.approx(calculate_ssim_y_rounded(rainy, clean))
     assert scores['psnr_y_rcdnet'] == pytest.approx(calculate_psnr(rainy, clean, 0, test_y_channel=True))
@@ -369,20 +365,20 @@ def test_tables_have_the_protocol_columns_and_the_verdict_weighs_them(tmp_path, 
 
     # the paper's Rainy row as if it had been measured by Restormer's script: that protocol matches
     paper_like = dict(psnr_y_restormer=26.91, ssim_y_restormer=0.838, psnr_y=27.03, psnr_y_rcdnet=27.03)
-    reproduce.write_json(out / 'runs' / 'rainy_Rain100L.json', dict(scores, **paper_like))
+    layout.write_json(out / 'runs' / 'rainy_Rain100L.json', dict(scores, **paper_like))
     # one run tested with all eight metrics, one tested before the protocol columns existed
-    done = {m: 30. + i if m.startswith('psnr') else 0.9 for i, m in enumerate(reproduce.METRICS)}
-    reproduce.write_json(out / 'runs' / 'DSMNet_Rain100L' / 'metrics.json', dict(done, total_iter=4))
+    done = {m: 30. + i if m.startswith('psnr') else 0.9 for i, m in enumerate(METRICS)}
+    layout.write_json(out / 'runs' / 'DSMNet_Rain100L' / 'metrics.json', dict(done, total_iter=4))
     old = {'psnr_y': 27., 'ssim_y': .8, 'psnr_rgb': 26., 'ssim_rgb': .7, 'total_iter': 4}
-    reproduce.write_json(out / 'runs' / 'DSMNet_Rain100H' / 'metrics.json', old)
-    report = reproduce.collect_tables(out, {}, {'scale': 1, 'gpus': 1, 'overrides': []})
+    layout.write_json(out / 'runs' / 'DSMNet_Rain100H' / 'metrics.json', old)
+    report = collect_tables(out, {}, {'scale': 1, 'gpus': 1, 'overrides': []})
     assert report['colour_space']['matches'] == 'y_restormer'
     assert 'matches our Restormer Y scores' in report['colour_space']['verdict']
     rows = {r['label']: r for r in report['tables']['2']['rows']}
     assert rows['Rain100L']['y_restormer'] == {'psnr': done['psnr_y_restormer'], 'ssim': 0.9}
     assert rows['Rain100L']['y_rcdnet_minus_paper']['psnr'] == pytest.approx(done['psnr_y_rcdnet'] - 38.27)
     assert rows['Rain100H']['y']['psnr'] == 27. and rows['Rain100H']['y_restormer'] is None
-    md = reproduce.render_tables(report)
+    md = render_tables(report)
     header = ('| row | paper | ours Y | Y - paper | ours RGB | RGB - paper | ours Restormer Y | Restormer Y - paper | '
               'ours RCDNet Y | RCDNet Y - paper | experiment | status |')
     assert md.count(header) == 4
@@ -393,39 +389,39 @@ def test_tables_have_the_protocol_columns_and_the_verdict_weighs_them(tmp_path, 
                            '-2.62 / -0.2020 | - | - | - | - |')
 
 
-def test_more_gpus_resume_the_same_experiment_when_batchnorm_sees_the_same_batch(tmp_path, reproduce):
+def test_more_gpus_resume_the_same_experiment_when_batchnorm_sees_the_same_batch(tmp_path):
     """--gpus 2 on GPUs synchronises BatchNorm, so a run started on one GPU may go on on two; turning sync_bn off
     there changes what BatchNorm sees (16 images) and is refused."""
-    exp = reproduce.build_experiments([5])[0]
+    exp = plan.build_experiments([5])[0]
     out = tmp_path / 'out'
 
     def fingerprint(*argv):
-        args = reproduce.parse_args(['--data', str(tmp_path), *argv])
-        exp.train_opt, _ = reproduce.make_options(exp, out, args, cuda=True)
-        return reproduce.fingerprint(exp.train_opt, args.gpus)
+        args = parse_args(['--data', str(tmp_path), *argv])
+        exp.train_opt, _ = plan.make_options(exp, out, args, cuda=True)
+        return layout.fingerprint(exp.train_opt, args.gpus)
 
-    reproduce.write_json(out / 'runs' / exp.name / 'settings.json', fingerprint())
+    layout.write_json(out / 'runs' / exp.name / 'settings.json', fingerprint())
     assert exp.train_opt['train'].get('sync_bn') is None
     fingerprint('--gpus', '2')
-    assert exp.train_opt['train']['sync_bn'] is True and reproduce.status(exp, out, 2) == ('new', '')
+    assert exp.train_opt['train']['sync_bn'] is True and layout.status(exp, out, 2) == ('new', '')
     fingerprint('--gpus', '2', '--override', 'train:sync_bn=false')
-    state, detail = reproduce.status(exp, out, 2)
+    state, detail = layout.status(exp, out, 2)
     assert state == 'changed' and detail == 'batchnorm_batch unset -> 16'
 
 
-def test_the_network_level_table_is_written_when_asked_for_or_run(tmp_path, reproduce):
+def test_the_network_level_table_is_written_when_asked_for_or_run(tmp_path):
     out = tmp_path / 'out'
     settings = {'scale': 1, 'gpus': 1, 'overrides': []}
-    assert sorted(reproduce.collect_tables(out, {}, settings)['tables']) == ['2', '3', '4', '5']
-    report = reproduce.collect_tables(out, {}, dict(settings, table5_network_level=True))
+    assert sorted(collect_tables(out, {}, settings)['tables']) == ['2', '3', '4', '5']
+    report = collect_tables(out, {}, dict(settings, table5_network_level=True))
     rows = report['tables']['5n']['rows']
     assert [r['experiment'] for r in rows] == [f'DSMNet_Rain100L_netM{i}' for i in (1, 2, 3, 4)] + ['DSMNet_Rain100L']
     assert rows[0]['paper'] == {'psnr': 36.15, 'ssim': 0.9757} and rows[0]['status'] == 'not finished'
-    md = reproduce.render_tables(report)
+    md = render_tables(report)
     assert md.index('## Table 5: connections inside the MAB') < md.index('## Not in the paper: Table 5 read as') < (
         md.index('## Table 5, network-level reading (ours, not an experiment of the paper)'))
 
-    done = {m: 30. if m.startswith('psnr') else 0.9 for m in reproduce.METRICS}
-    reproduce.write_json(out / 'runs' / 'DSMNet_Rain100L_netM2' / 'metrics.json', dict(done, total_iter=4))
-    report = reproduce.collect_tables(out, {}, settings)  # a run of its own has finished: shown without the flag
+    done = {m: 30. if m.startswith('psnr') else 0.9 for m in METRICS}
+    layout.write_json(out / 'runs' / 'DSMNet_Rain100L_netM2' / 'metrics.json', dict(done, total_iter=4))
+    report = collect_tables(out, {}, settings)  # a run of its own has finished: shown without the flag
     assert report['tables']['5n']['rows'][1]['status'] == 'done' and report['tables']['5n']['ours']
