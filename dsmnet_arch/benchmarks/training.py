@@ -1,4 +1,5 @@
 """The training step as DerainModel runs it, timed by the benchmark and by the reproduction's estimate."""
+import functools
 import os
 
 import torch
@@ -9,7 +10,8 @@ from dsmnet_arch.benchmarks import REPO
 from dsmnet_arch.benchmarks.reference import spec_flops
 from dsmnet_arch.benchmarks.timing import PeakMemory, best_time, first_call
 from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
-from dsmnet_arch.precision import COMPILE_DEFAULTS, autocast, grad_scaler
+from dsmnet_arch.models.training_step import TrainingStep
+from dsmnet_arch.precision import COMPILE_DEFAULTS
 
 from basicsr.utils.options import ordered_yaml
 
@@ -17,37 +19,23 @@ from basicsr.utils.options import ordered_yaml
 PROTOCOL_DATASETS = ('Rain100H', 'Rain100L', 'Rain800', 'Rain1400')
 
 
-def make_training_step(net, criterion, optimizer, lq, gt, precision):
-    """A function that runs one training step of ``net`` on the batch ``lq`` -> ``gt``, as
-    :meth:`DerainModel.optimize_parameters <dsmnet_arch.models.derain_model.DerainModel.optimize_parameters>`
-    runs it: the forward pass under autocast in ``precision`` (:mod:`dsmnet_arch.precision`), the loss on its
-    float32 output, backward and the optimizer step, through a gradient scaler for fp16. It mirrors
-    DerainModel's step without the gradient norm and clipping, the divergence guard and the EMA.
+def make_training_step(net, criterion, optimizer, lq, gt, precision, grad_clip_norm=None):
+    """A function that runs one training step of ``net`` on the batch ``lq`` -> ``gt``: DerainModel's own step,
+    :class:`~dsmnet_arch.models.training_step.TrainingStep` (forward under autocast in ``precision``, the loss on
+    the float32 output, backward through a gradient scaler for fp16, the gradient norm clipped to
+    ``grad_clip_norm``, the optimizer step). DerainModel's decisions around it (the divergence guard, the EMA)
+    are not timed.
     """
-    scaler = grad_scaler(lq.device, precision)
-    context = autocast(lq.device, precision)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with context:
-            out = net(lq)
-        loss = criterion(out.float(), gt)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-    return step
+    return functools.partial(TrainingStep(net, criterion, optimizer, lq.device, precision,
+                                          grad_clip_norm=grad_clip_norm), lq, gt)
 
 
 def time_training_step(cfg, device, precision, repeats, compile=False):
     """Seconds per DSM-Net training step (:func:`make_training_step`) on random [0, 1] patches.
 
-    Autocast in ``precision``, fp16 with a gradient scaler; ``compile``: the network ``torch.compile``'d
-    (the first step's time, compiling included, is ``first_call_seconds``).
+    Autocast in ``precision``, fp16 with a gradient scaler, the gradient norm clipped as the Rain100H training
+    options clip it; ``compile``: the network ``torch.compile``'d (the first step's time, compiling included, is
+    ``first_call_seconds``).
     """
     torch.manual_seed(0)
     shape = (cfg['batch'], 3, cfg['patch'], cfg['patch'])
@@ -57,7 +45,8 @@ def time_training_step(cfg, device, precision, repeats, compile=False):
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
     lq = torch.rand(shape, device=device)
     gt = (lq * 0.8 + 0.1).clamp(0, 1)
-    step = make_training_step(model, criterion, optimizer, lq, gt, precision)
+    clip = training_options('Rain100H')['train'].get('grad_clip_norm')
+    step = make_training_step(model, criterion, optimizer, lq, gt, precision, grad_clip_norm=clip)
 
     first = first_call(step, device) if compile else None
     with PeakMemory(device) as peak:
@@ -71,9 +60,14 @@ def protocol_times(seconds_per_iter):
     """Time of the paper's protocol on each training set: ``total_iter`` of its options x seconds per iteration."""
     rows = []
     for name in PROTOCOL_DATASETS:
-        with open(os.path.join(REPO, 'options', f'train_DSMNet_{name}.yml')) as f:
-            opt = yaml.load(f, Loader=ordered_yaml()[0])
+        opt = training_options(name)
         iters = opt['train']['total_iter']
         rows.append(dict(dataset=name, total_iter=iters, batch=opt['datasets']['train']['batch_size_per_gpu'],
                          seconds=iters * seconds_per_iter))
     return rows
+
+
+def training_options(dataset):
+    """The training options file of ``dataset`` in this checkout's options/, as a dict."""
+    with open(os.path.join(REPO, 'options', f'train_DSMNet_{dataset}.yml')) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])

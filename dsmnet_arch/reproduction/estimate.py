@@ -16,7 +16,8 @@ def time_network(train_opt, iters, device):
     """Seconds per training step (random batch of the options' size) and per 321x481 test image, on ``device``.
 
     The step is :func:`~dsmnet_arch.benchmarks.training.make_training_step`, the one the benchmark times: the
-    options' network and loss, Adam, autocast in the options' train:amp (fp16 with a gradient scaler).
+    options' network and loss, Adam, autocast in the options' train:amp (fp16 with a gradient scaler), the gradient
+    norm clipped at the options' train:grad_clip_norm.
     """
     import torch
 
@@ -33,7 +34,8 @@ def time_network(train_opt, iters, device):
     data = train_opt['datasets']['train']
     lq, gt = torch.rand(2, data['batch_size_per_gpu'], 3, data['gt_size'], data['gt_size'], device=device)
     amp = train_precision(train_opt['train'], device)  # train:amp (or bf16: true), as DerainModel reads it
-    per_iter = mean_time(make_training_step(net, loss_fn, optimizer, lq, gt, amp), iters, device)
+    clip = train_opt['train'].get('grad_clip_norm')
+    per_iter = mean_time(make_training_step(net, loss_fn, optimizer, lq, gt, amp, grad_clip_norm=clip), iters, device)
     net.eval()
     image = torch.rand(1, 3, *ESTIMATE_IMAGE, device=device)
 
