@@ -25,12 +25,6 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 NONFINITE_CHOICES = ('stop', 'skip')
 
-# The precision policy's names before it moved to dsmnet_arch.precision, still imported from here by
-# scripts/benchmark.py and scripts/reproduce_paper.py (and their moves into the package): remove when
-# they import dsmnet_arch.precision.
-AMP_DTYPES, COMPILE_DEFAULTS = precision.AUTOCAST_DTYPES, precision.COMPILE_DEFAULTS
-amp_supported, amp_mode = precision.supported, precision.train_precision
-
 
 @MODEL_REGISTRY.register()
 class DerainModel(SRModel):
