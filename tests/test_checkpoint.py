@@ -70,12 +70,14 @@ def test_anything_but_a_state_dict_of_tensors_is_refused(content):
 
 
 def test_arch_record_fills_in_every_default_and_reads_back():
-    record = arch_record({'type': 'DSMNet', 'num_feat': 8, 'mab_variant': 'M4', 'kernel_sizes': (1, 3)}, DSMNet)
+    record = arch_record({'type': 'DSMNet', 'num_feat': 8, 'mab_variant': 'M4', 'kernel_sizes': (1, 3),
+                          'res_scale': 0.1}, DSMNet)
     assert record == dict(type='DSMNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=4, kernel_sizes=[1, 3],
                           dilated=False, attention='ca+sa', num_subspaces=8, reduction=4, mab_variant='M4',
-                          level_down=True, level_up=True, level_dense=True)
+                          level_down=True, level_up=True, level_dense=True, res_scale=0.1)
     arch_type, args = arch_from_checkpoint({'params': {}, 'arch': record}, 'f')
-    assert arch_type == 'DSMNet' and DSMNet(**args).mab['0_0'].across_down is False
+    net = DSMNet(**args)
+    assert arch_type == 'DSMNet' and net.mab['0_0'].across_down is False and net.mab['0_0'].res_scale == 0.1
     assert arch_from_checkpoint({'params': {}}, 'f') is None and arch_from_checkpoint([], 'f') is None
     for bad in ({'num_feat': 8}, {'type': 3}, 'DSMNet', {'type': 'DSMNet', 1: 2}):
         with pytest.raises(ValueError, match='Cannot use f: its "arch" entry is not a network type with arguments'):

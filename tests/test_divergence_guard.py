@@ -207,7 +207,7 @@ def test_two_processes_roll_back_together(tmp_path, toy_data, poison):
     assert os.path.exists(tmp_path / 'experiments' / 'guard' / 'models' / 'net_g_latest.pth')
 
 
-def test_every_training_options_file_clips_and_guards():
+def test_every_training_options_file_scales_the_mab_branch_clips_and_guards():
     import yaml
 
     from conftest import REPO
@@ -216,7 +216,9 @@ def test_every_training_options_file_clips_and_guards():
     assert len(files) == 19
     for path in files:
         with open(path) as f:
-            train = yaml.safe_load(f)['train']
+            opt = yaml.safe_load(f)
+        train = opt['train']
+        assert opt['network_g']['res_scale'] == 0.1, path
         assert train['grad_clip_norm'] == 0.1, path
         assert guard_options(train['guard']) == {**GUARD_DEFAULTS, 'lr_factor': 0.5}, path
         assert 'nonfinite_loss' not in train, path  # the guard handles non-finite losses

@@ -133,6 +133,10 @@ def test_too_small_inputs_raise_clear_errors():
     (dict(kernel_sizes=(-1, 3)), r'kernel_sizes must be distinct odd positive integers'),
     (dict(num_out_ch=1), r'num_out_ch must equal num_in_ch=3 \(the output is I - R\), got 1'),
     (dict(mab_variant='M6'), r"mab_variant must be one of M1, M2, M3, M4, M5 \(paper Table 5\); got 'M6'"),
+    (dict(res_scale=0), r'res_scale must be a number in \(0, 1\], got 0'),
+    (dict(res_scale=1.5), r'res_scale must be a number in \(0, 1\], got 1.5'),
+    (dict(res_scale='0.1'), r"res_scale must be a number in \(0, 1\], got '0.1'"),
+    (dict(res_scale=True), r'res_scale must be a number in \(0, 1\], got True'),
 ])
 def test_invalid_arguments_raise_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -65,7 +65,7 @@ def cross(xs, kernels, down, up):
     return out
 
 
-def mab(m, x, variant):
+def mab(m, x, variant, res_scale=1.0):
     down, up, dense = TABLE_5[variant]
     kernels = [conv.dilation[0] * (conv.kernel_size[0] - 1) + 1 for conv in m.conv_a.values()]  # k, dilated or not
     f_a = [act(conv(x)) for conv in m.conv_a.values()]  # eq. 2-4
@@ -73,7 +73,7 @@ def mab(m, x, variant):
     f_c = []
     for conv, s, a in zip(m.conv_c.values(), cross(f_b, kernels, down, up), f_a):  # eq. 8-10
         f_c.append(act(conv(s + a)) + a if dense else act(conv(s)))
-    return cadb(m.cadb, m.conv_fuse(m.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11
+    return res_scale * cadb(m.cadb, m.conv_fuse(m.conv_cat(torch.cat(f_c, 1)))) + x  # eq. 11, branch scaled
 
 
 def fusion(m, feats):
@@ -81,7 +81,7 @@ def fusion(m, feats):
 
 
 def reference_forward(net, x, num_levels=4, mab_variant='M5', level_down=True, level_up=True, level_dense=True,
-                      **unused):
+                      res_scale=1.0, **unused):
     """DSMNet's forward pass written out from the spec, on ``net``'s modules; the wiring comes from
     the keyword arguments (those ``net`` was built with), not from ``net``.
 
@@ -108,7 +108,7 @@ def reference_forward(net, x, num_levels=4, mab_variant='M5', level_down=True, l
                     size = out[i, 0].shape[-2:]
                     feats.append(F.interpolate(out[i + 1, j - 1], size=size, mode='bilinear', align_corners=False))
                 feat = fusion(net.fuse[f'{i}_{j}'], feats)
-            out[i, j] = mab(net.mab[f'{i}_{j}'], feat, mab_variant)
+            out[i, j] = mab(net.mab[f'{i}_{j}'], feat, mab_variant, res_scale)
     rain = net.conv_last(fusion(net.head, [out[0, j] for j in range(num_levels)]))
     return (x - rain)[..., :h, :w]
 
@@ -131,6 +131,7 @@ CONFIGS = {
     **{f'{link} off': dict(SMALL, **{link: False}) for link in ('level_down', 'level_up', 'level_dense')},
     'no level links, M2': dict(SMALL, level_down=False, level_up=False, level_dense=False, mab_variant='M2'),
     'dilated, kernels 1-3-7': dict(SMALL, dilated=True, kernel_sizes=(1, 3, 7)),
+    'res_scale=0.1': dict(SMALL, res_scale=0.1),
     'one kernel size, 1 level': dict(num_feat=8, num_levels=1, num_subspaces=2, kernel_sizes=(3, )),
 }
 

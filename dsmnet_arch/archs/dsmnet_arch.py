@@ -29,8 +29,8 @@ BasicSR checkpoint; :func:`args_from_state_dict` reads them back):
 - Every CADB (``*.cadb.*`` and ``head.cadb.*``) holds ``ca.*`` / ``sp.*`` / ``sa.*`` for the
   attention branches it uses: ``ca.mlp.0.weight`` is (num_feat // reduction, num_feat, 1, 1) and
   ``sa.pw.weight`` is (num_subspaces, num_feat // num_subspaces, 1, 1).
-- mab_variant leaves no trace: the five variants have the same weights. Checkpoints written by this
-  package record it with the other arguments (``dsmnet_arch.checkpoint``).
+- mab_variant and res_scale leave no trace: the five variants have the same weights, as has every
+  res_scale. Checkpoints written by this package record them with the other arguments (``dsmnet_arch.checkpoint``).
 """
 import torch
 from torch import nn as nn
@@ -208,16 +208,18 @@ class MAB(nn.Module):
         across_up (bool): Each branch takes in the branches of larger kernels.
         dense_fusion (bool): The F_a^k terms of eq. 8-10.
         attention, num_subspaces, reduction: Passed to the :class:`CADB`.
+        res_scale (float): Factor of the block's branch before the residual addition of eq. 11.
     """
 
     def __init__(self, num_feat, kernel_sizes, dilated, across_down, across_up, dense_fusion, attention, num_subspaces,
-                 reduction):
+                 reduction, res_scale=1.0):
         super().__init__()
         kernel_sizes = tuple(kernel_sizes)
         if not kernel_sizes or len(set(kernel_sizes)) != len(kernel_sizes) or any(
                 not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f'kernel_sizes must be distinct odd positive integers, e.g. (1, 3, 5); got {kernel_sizes}')
         self.across_down, self.across_up, self.dense_fusion = across_down, across_up, dense_fusion
+        self.res_scale = res_scale
         # the branches in the order of kernel_sizes (that of the concatenation, eq. 11), with keys k1,
         # k3, k5 that keep the kernel sizes in the state dict; the connections go by kernel size
         order = sorted(kernel_sizes)
@@ -229,7 +231,8 @@ class MAB(nn.Module):
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, x):
-        return self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self.branches(x)))).add_(x)  # eq. 11
+        out = self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self.branches(x))))  # eq. 11
+        return (out if self.res_scale == 1 else out.mul_(self.res_scale)).add_(x)
 
     def branches(self, x):
         """Yields the F_c^k of eq. 2-10 one by one; without autograd, each is freed once used."""
@@ -293,6 +296,10 @@ class DSMNet(nn.Module):
             num_levels MABs of level 0 are built. Default: True.
         level_dense (bool): Network link, our reconstruction: M(i, j) fuses all earlier nodes of
             its level, not only M(i, j - 1). Default: True.
+        res_scale (float): Our choice, for training at the paper's learning rate: every MAB returns
+            res_scale * CADB(...) + F_in instead of eq. 11's CADB(...) + F_in (docs/architecture.md,
+            "Training stability"). 1 is the paper's equation; our training options use 0.1.
+            Default: 1.0.
     """
 
     def __init__(self,
@@ -308,12 +315,15 @@ class DSMNet(nn.Module):
                  mab_variant='M5',
                  level_down=True,
                  level_up=True,
-                 level_dense=True):
+                 level_dense=True,
+                 res_scale=1.0):
         super().__init__()
         if not isinstance(num_levels, int) or num_levels < 1:
             raise ValueError(f'num_levels must be an integer >= 1, got {num_levels!r}')
         if num_out_ch != num_in_ch:
             raise ValueError(f'num_out_ch must equal num_in_ch={num_in_ch} (the output is I - R), got {num_out_ch}')
+        if isinstance(res_scale, bool) or not isinstance(res_scale, (int, float)) or not 0 < res_scale <= 1:
+            raise ValueError(f'res_scale must be a number in (0, 1], got {res_scale!r}')
         if mab_variant not in MAB_VARIANTS:
             raise ValueError(f'mab_variant must be one of {", ".join(MAB_VARIANTS)} (paper Table 5); '
                              f'got {mab_variant!r}')
@@ -329,7 +339,7 @@ class DSMNet(nn.Module):
         levels = num_levels if level_up else 1
         self.nodes = [(i, j) for j in range(num_levels) for i in range(min(levels, num_levels - j))]
         self.mab = nn.ModuleDict({
-            f'{i}_{j}': MAB(num_feat, kernel_sizes, dilated, **MAB_VARIANTS[mab_variant], **attn)
+            f'{i}_{j}': MAB(num_feat, kernel_sizes, dilated, **MAB_VARIANTS[mab_variant], **attn, res_scale=res_scale)
             for i, j in self.nodes
         })
         self.down = nn.ModuleDict({
@@ -394,7 +404,7 @@ if ARCH_REGISTRY is not None:
 def args_from_state_dict(state):
     """DSMNet constructor arguments read off a state dict (the weight layout above).
 
-    Returns only the arguments the keys determine; the others (mab_variant among them) cannot be
+    Returns only the arguments the keys determine; the others (mab_variant and res_scale among them) cannot be
     told from the weights. Raises ``ValueError`` for a state dict that is not DSMNet's.
     """
     if not {'conv_first.weight', 'conv_last.weight', 'mab.0_0.cadb.conv.weight'} <= set(state):
