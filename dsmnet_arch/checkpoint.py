@@ -88,10 +88,26 @@ def arch_mismatch(checkpoint, path, network_opt, arch_class):
     if recorded is None or not network_opt or recorded[0] != network_opt.get('type'):
         return []
     ours = arch_record(network_opt, arch_class)
-    return [f'{k}={ours.get(k)!r} vs {v!r}' for k, v in recorded[1].items() if ours.get(k) != v]
+    # an argument the record lacks (an older checkpoint) was its default then
+    theirs = {**arch_record({}, arch_class), **recorded[1]}
+    return [f'{k}={ours.get(k)!r} vs {theirs.get(k)!r}' for k in {**ours, **theirs} if k != 'type' and
+            ours.get(k) != theirs.get(k)]
 
 
 def atomic_save(obj, path):
     """``torch.save`` that leaves the previous file (or none), never a truncated one, when killed
     on the way (:func:`dsmnet_arch.utils.atomic_write`)."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def bundle_weights(src, dst, options_path):
+    """Write the network of the training checkpoint ``src`` (``params_ema`` preferred) to ``dst`` as the package
+    ships weights: ``params``, the ``arch`` record and, under ``options``, the text of the training options file
+    ``options_path``, so that the file says how it was made. ``src`` must record its network (written here)."""
+    checkpoint = load_checkpoint(src)
+    state, _ = state_dict_from_checkpoint(checkpoint, src, 'params_ema')
+    if arch_from_checkpoint(checkpoint, src) is None:
+        raise ValueError(f'{src} records no network arguments ("{ARCH_KEY}"): not a checkpoint of this package')
+    with open(options_path, encoding='utf-8') as f:
+        options = f.read()
+    atomic_save({'params': state, ARCH_KEY: checkpoint[ARCH_KEY], 'options': options}, dst)
