@@ -9,6 +9,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['dsmnet_arch', 'dsmnet_arch.*']),
+    package_data={'dsmnet_arch': ['weights/*.pth', 'weights/*.md']},  # the bundled weights and their card
     python_requires='>=3.11,<3.13',
     install_requires=[
         'torch>=2.0', 'torchvision', 'basicsr==1.4.2', 'numpy', 'opencv-python', 'lmdb', 'pyyaml',

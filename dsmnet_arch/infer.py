@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dsmnet_arch.loading import build_model, default_weights
-from dsmnet_arch.precision import COMPILE_DEFAULTS, PRECISIONS, inference_autocast
+from dsmnet_arch.loading import BUNDLED_NOTE, build_model, default_weights
+from dsmnet_arch.precision import COMPILE_DEFAULTS, PRECISIONS, auto_precision, inference_autocast
 from dsmnet_arch.tiling import (
     DEFAULT_OVERLAP,
     activation_bytes_per_pixel,
@@ -361,8 +361,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, help='tiles (or video frames) per forward pass (default: 4 on a GPU, '
                         '1 on the CPU)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
-    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                        help='fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
+    parser.add_argument('--precision', choices=('auto', ) + PRECISIONS, default='auto',
+                        help='auto (default): bf16 on a CPU with native bfloat16 arithmetic (AMX, AVX-512 BF16), '
+                        'else fp32; fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the network: each new image (or tile) size compiles first, which takes '
                         'minutes on a CPU, where it also ran slower than without (docs/benchmarks.md)')
@@ -399,12 +400,15 @@ def setup_deraining(args):
     weights = args.weights or default_weights()
     if weights is None:
         raise ValueError('--weights is required: no weights are bundled with this package yet')
+    if not args.weights:
+        print(f'dsmnet-derain: no --weights given: using the bundled ones ({BUNDLED_NOTE})', file=sys.stderr)
     device = pick_device(args.device)
+    precision = auto_precision(device) if args.precision == 'auto' else args.precision
     batch = args.batch or (4 if device.type == 'cuda' else 1)
     model = build_model(weights, args.opt)
     multiple = model.pad_multiple  # tiles shrink by up to multiple - 1 to match DSMNet's padding
     overlap = tile_overlap(args.tile, args.tile_overlap, multiple)
-    return Deraining(model, device, args.precision, args.tile, overlap, batch, multiple, args.compile)
+    return Deraining(model, device, precision, args.tile, overlap, batch, multiple, args.compile)
 
 
 def main(argv=None):

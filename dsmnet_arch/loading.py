@@ -7,6 +7,7 @@ arguments) are :mod:`dsmnet_arch.checkpoint`'s; a BasicSR training loads its wei
 ``DerainModel.load_network`` instead.
 """
 import inspect
+import os
 
 import numpy as np
 import yaml
@@ -16,11 +17,17 @@ from dsmnet_arch.checkpoint import arch_from_checkpoint, load_checkpoint, state_
 
 from basicsr.utils.options import ordered_yaml
 
+#: The weights that come with the package (dsmnet_arch/weights/README.md is their card).
+BUNDLED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights', 'dsmnet_synthetic_rain.pth')
+#: What they are, in a few words, for the line that says they are used.
+BUNDLED_NOTE = ('dsmnet_arch/weights/dsmnet_synthetic_rain.pth: trained on a CPU on synthetic rain over photographs, '
+                'not the paper\'s weights, not real rain; card: dsmnet_arch/weights/README.md')
+
 
 def default_weights():
-    """The weights used when ``--weights`` is not given: the one place where bundled weights will be
-    looked up once the package ships them. Returns a path, or ``None`` (none bundled yet)."""
-    return None
+    """The weights used when ``--weights`` is not given: the bundled ones (:data:`BUNDLED_WEIGHTS`), or ``None``
+    where they are missing (a checkout without them)."""
+    return BUNDLED_WEIGHTS if os.path.isfile(BUNDLED_WEIGHTS) else None
 
 
 def read_network_opt(path):

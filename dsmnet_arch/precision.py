@@ -54,6 +54,35 @@ def grad_scaler(device, precision):
     return torch.amp.GradScaler(device.type) if precision == 'fp16' else None
 
 
+#: CPU features (Linux /proc/cpuinfo) of native bfloat16 arithmetic: x86 AMX-BF16 and AVX-512 BF16, Arm's BF16.
+NATIVE_BF16_FLAGS = frozenset({'amx_bf16', 'avx512_bf16', 'bf16'})
+
+
+def cpu_flags(path='/proc/cpuinfo'):
+    """The feature flags the operating system reports for this CPU (``flags`` on x86, ``Features`` on Arm), or an
+    empty set where there is no such file (macOS, Windows)."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    flags = set()
+    for line in lines:
+        key, _, value = line.partition(':')
+        if key.strip() in ('flags', 'Features'):
+            flags.update(value.split())
+    return flags
+
+
+def auto_precision(device):
+    """What ``--precision auto`` runs in on ``device``: bf16 on a CPU with native bfloat16 arithmetic
+    (:data:`NATIVE_BF16_FLAGS`; where the CPU does not say, it has none), fp32 on other CPUs and on GPUs
+    (the inference default before ``auto``; choose fp16 or bf16 there explicitly)."""
+    if device.type == 'cpu' and cpu_flags() & NATIVE_BF16_FLAGS:
+        return 'bf16'
+    return 'fp32'
+
+
 def inference_autocast(device, precision):
     """The autocast context of ``dsmnet-derain --precision`` (:func:`autocast`), or a one-line ``ValueError``
     naming the option where ``device`` lacks the precision."""
