@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m dsmnet_arch.infer -i INPUT -o OUTDIR --weights net_g_latest.pth
+    dsmnet-derain -i photo.jpg -o derained                        # the bundled weights (synthetic rain)
     dsmnet-derain -i 'photos/**/*.jpg' -o derained --weights W.pth --tile 512 --compare
     dsmnet-derain -i clip.mp4 -o derained --weights W.pth         # every frame, audio copied (PyAV)
     dsmnet-derain --serve --weights W.pth                          # a local web page (Gradio)
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dsmnet_arch.loading import BUNDLED_NOTE, build_model, default_weights
+from dsmnet_arch.loading import build_model, weights_or_bundled
 from dsmnet_arch.precision import COMPILE_DEFAULTS, PRECISIONS, auto_precision, inference_autocast
 from dsmnet_arch.tiling import (
     DEFAULT_OVERLAP,
@@ -397,11 +397,7 @@ def setup_deraining(args):
     """The :class:`Deraining` of parsed arguments (weights, options, device, precision, tiling, batch,
     compile), the same for the command line, videos and the web page. Raises ``ValueError``,
     ``FileNotFoundError`` or ``MemoryError`` with one line to show."""
-    weights = args.weights or default_weights()
-    if weights is None:
-        raise ValueError('--weights is required: no weights are bundled with this package yet')
-    if not args.weights:
-        print(f'dsmnet-derain: no --weights given: using the bundled ones ({BUNDLED_NOTE})', file=sys.stderr)
+    weights = weights_or_bundled(args.weights)
     device = pick_device(args.device)
     precision = auto_precision(device) if args.precision == 'auto' else args.precision
     batch = args.batch or (4 if device.type == 'cuda' else 1)

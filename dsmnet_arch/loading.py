@@ -8,6 +8,7 @@ arguments) are :mod:`dsmnet_arch.checkpoint`'s; a BasicSR training loads its wei
 """
 import inspect
 import os
+import sys
 
 import numpy as np
 import yaml
@@ -28,6 +29,16 @@ def default_weights():
     """The weights used when ``--weights`` is not given: the bundled ones (:data:`BUNDLED_WEIGHTS`), or ``None``
     where they are missing (a checkout without them)."""
     return BUNDLED_WEIGHTS if os.path.isfile(BUNDLED_WEIGHTS) else None
+
+
+def weights_or_bundled(weights):
+    """``weights`` if given, else the bundled ones, saying so once on stderr; a ``ValueError`` when neither is there."""
+    if weights:
+        return weights
+    if default_weights() is None:
+        raise ValueError('--weights is required: this installation has no bundled weights')
+    print(f'dsmnet-derain: no --weights given: using the bundled ones ({BUNDLED_NOTE})', file=sys.stderr)
+    return BUNDLED_WEIGHTS
 
 
 def read_network_opt(path):
