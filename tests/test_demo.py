@@ -4,7 +4,6 @@ The options are the shipped demo files, loaded and cut down (a narrow 2-level ne
 iterations on a few crops); every step runs through the same programs scripts/demo.sh runs.
 """
 import glob
-import importlib.util
 import os
 import re
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, run_entry, write_yaml
+from conftest import REPO, load_script, run_entry, write_yaml
 
 TRAIN_PHOTOS = ('astronaut', 'coffee', 'motorcycle_left', 'camera', 'brick', 'grass', 'gravel', 'hubble_deep_field')
 VAL_PHOTOS = ('chelsea', 'rocket')
@@ -42,14 +41,6 @@ def y_psnr(img, ref):
     weights = np.array([24.966, 128.553, 65.481]) / 255  # B, G, R
     y_img, y_ref = (a.astype(np.float64) @ weights + 16 for a in (img, ref))
     return 10 * np.log10(255**2 / np.mean((y_img - y_ref)**2))
-
-
-def load_script(name):
-    """A program of scripts/ as a module, to call its functions in-process."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def check(proc):

@@ -1,6 +1,4 @@
 """DSMNet: shapes, wiring against the spec, ablation variants, attention against references, errors."""
-import importlib.util
-import os
 import re
 
 import pytest
@@ -22,7 +20,7 @@ from dsmnet_arch.archs.dsmnet_arch import (
 
 from basicsr.archs import build_network
 
-from conftest import REPO
+from conftest import load_script
 
 SMALL = dict(num_feat=16, num_levels=3, num_subspaces=4)
 
@@ -441,14 +439,6 @@ def test_mab_m5_follows_equations_2_to_11():
         assert torch.allclose(g, e, atol=1e-5, rtol=1e-4), name
 
 
-def load_complexity_script():
-    path = os.path.join(REPO, 'scripts', 'model_complexity.py')
-    spec = importlib.util.spec_from_file_location('model_complexity', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class ConvolutionMACs(TorchDispatchMode):
     """Weights x output positions of every convolution PyTorch runs (module or functional)."""
 
@@ -464,7 +454,7 @@ class ConvolutionMACs(TorchDispatchMode):
 
 
 def test_complexity_counts_every_convolution_once():
-    script = load_complexity_script()
+    script = load_script('model_complexity')
     net = DSMNet(num_feat=16)
     with torch.no_grad(), ConvolutionMACs() as recorded:  # an independent count
         net(torch.rand(1, 3, 24, 24))
@@ -474,7 +464,7 @@ def test_complexity_counts_every_convolution_once():
 
 
 def test_complexity_table_lists_every_variant(capsys):
-    load_complexity_script().main(['--size', '16', '--num-feat', '16'])
+    load_script('model_complexity').main(['--size', '16', '--num-feat', '16'])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == '| variant | params | GMACs at 16x16 |'
     rows = {line.split('|')[1].strip(): int(line.split('|')[2].replace(',', '')) for line in lines[2:]}

@@ -1,5 +1,4 @@
 """scripts/gpu_check.sh on a machine without a GPU, and the summary it prints from its steps, tests and benchmarks."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,15 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
-
-
-def load_summary_script():
-    spec = importlib.util.spec_from_file_location('gpu_check_summary',
-                                                  os.path.join(REPO, 'scripts', 'gpu_check_summary.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import REPO, load_script
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='with a GPU the script runs the whole check')
@@ -61,7 +52,7 @@ name="test_b"><failure message="assert False"/></testcase><testcase classname="t
 
 
 def test_summary_of_steps_tests_and_benchmarks(tmp_path):
-    script = load_summary_script()
+    script = load_script('gpu_check_summary')
     (tmp_path / 'steps.tsv').write_text('CUDA tests\t1\t150\t210\nbenchmark fp32\t0\t95\t120\n'
                                         'benchmark bf16\t0\t40\t60\nbenchmark fp32, compiled\t124\t90\t90\n')
     (tmp_path / 'cuda_tests.xml').write_text(JUNIT)

@@ -1,5 +1,4 @@
 """Tests of the rain synthesizer (dsmnet_arch/data/rain_synthesis.py) and scripts/synthesize_rain.py."""
-import importlib.util
 import math
 import os
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 from dsmnet_arch.data.rain_synthesis import PRESETS, StreakLayer, streak_coverage, streak_kernel, synthesize_rain
 
-from conftest import REPO, run_entry
+from conftest import REPO, load_script, run_entry
 
 
 def textured(height=96, width=128, seed=0):
@@ -166,13 +165,6 @@ def test_bad_input_messages():
         synthesize_rain(np.zeros((8, 8), np.int32), 'light')
     with pytest.raises(ValueError, match='H x W'):
         synthesize_rain(np.zeros(8, np.uint8), 'light')
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_synthesize_rain_script(tmp_path, monkeypatch, capsys):
