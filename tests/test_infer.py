@@ -471,8 +471,8 @@ def test_the_checkpoints_record_of_the_arguments_builds_the_variant(tmp_path):
 
 @pytest.mark.parametrize('name', ['default', 'no_links'])
 def test_weights_saved_by_version_0_1_load_and_give_the_same_output(name):
-    """Files written by dsmnet_arch 0.1.0, before Table 5 moved into the MAB (tests/data/README.md)."""
-    data = os.path.join(REPO, 'tests', 'data')
+    """Files written by dsmnet_arch 0.1.0, before Table 5 moved into the MAB (tests/fixtures/README.md)."""
+    data = os.path.join(REPO, 'tests', 'fixtures')
     reference = torch.load(os.path.join(data, 'dsmnet_v0.1_outputs.pt'), weights_only=True)
     model = loading.build_model(os.path.join(data, f'dsmnet_v0.1_{name}.pth'))
     assert model.level_up == (name == 'default') and all(m.dense_fusion for m in model.mab.values())
