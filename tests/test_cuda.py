@@ -20,8 +20,7 @@ import dsmnet_arch.infer as infer
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.tiling import count_tiles, free_memory
 
-from conftest import run_entry, train_options, write_yaml
-from test_distributed import RECORDER
+from conftest import RECORDER, run_entry, train_options, write_yaml
 from test_fast_equivalence import SMALL, channels_last_by_block, randomised
 from test_infer import smooth_image
 from test_mixed_precision import batch, derain_model

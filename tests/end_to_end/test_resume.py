@@ -10,6 +10,8 @@ import torch
 
 from conftest import REPO, run_entry, train_options, write_yaml
 
+pytestmark = pytest.mark.slow  # BasicSR pipelines in subprocesses, killed and resumed
+
 # Dies with SIGKILL at the start of iteration KILL_AT_ITER, or halfway through writing the file
 # whose name KILL_IN_SAVE names: the two moments a real kill can hit.
 KILLER = textwrap.dedent('''

@@ -14,6 +14,8 @@ import yaml
 
 from conftest import REPO, load_script, run_entry, write_yaml
 
+pytestmark = pytest.mark.slow  # the demo
+
 TRAIN_PHOTOS = ('astronaut', 'coffee', 'motorcycle_left', 'camera', 'brick', 'grass', 'gravel', 'hubble_deep_field')
 VAL_PHOTOS = ('chelsea', 'rocket')
 SMALL_NET = dict(num_feat=8, num_levels=2, num_subspaces=4)

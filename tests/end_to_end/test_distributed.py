@@ -1,54 +1,13 @@
 """BasicSR's distributed trainer carries DerainModel over processes: 2 CPU processes on gloo."""
 import json
 import os
-import textwrap
 
+import pytest
 import torch
 
-from conftest import REPO, run_entry, train_options, write_yaml
+from conftest import RECORDER, REPO, run_entry, train_options, write_yaml
 
-# Runs dsmnet_arch.train under torchrun and records, per rank, what the run did: the training
-# samples it fed, how often it saved and validated, and its final weights.
-RECORDER = textwrap.dedent('''
-    import json, os, sys
-    import torch
-    import dsmnet_arch
-    from dsmnet_arch.models import derain_model
-    from dsmnet_arch.models.derain_model import DerainModel
-
-    record = {'samples': [], 'saves': 0, 'validations': 0}
-    model = []
-    feed, step, validate, save = (DerainModel.feed_data, DerainModel.optimize_parameters,
-                                  DerainModel.nondist_validation, derain_model.atomic_save)
-
-    def feed_data(self, data):
-        self.recorded_paths = list(data['lq_path'])
-        feed(self, data)
-
-    def optimize_parameters(self, current_iter):
-        record['samples'].append([os.path.basename(p) for p in self.recorded_paths])
-        model[:] = [self]
-        step(self, current_iter)
-
-    def nondist_validation(self, *args, **kwargs):
-        record['validations'] += 1
-        validate(self, *args, **kwargs)
-
-    def atomic_save(*args, **kwargs):
-        record['saves'] += 1
-        save(*args, **kwargs)
-
-    DerainModel.feed_data, DerainModel.optimize_parameters = feed_data, optimize_parameters
-    DerainModel.nondist_validation, derain_model.atomic_save = nondist_validation, atomic_save
-    sys.argv[0] = 'train.py'
-    from dsmnet_arch.train import main
-    main()
-    rank = int(os.environ['RANK'])
-    net = model[0].get_bare_model(model[0].net_g)
-    torch.save({k: v.detach() for k, v in net.named_parameters()}, f'rank{rank}.pth')
-    record['backend'] = torch.distributed.get_backend()
-    json.dump(record, open(f'rank{rank}.json', 'w'))
-''')
+pytestmark = pytest.mark.slow  # two processes each
 
 
 def test_two_gloo_processes_train_in_step(tmp_path, toy_data):
