@@ -42,6 +42,15 @@ def write_pairs(folder, count, size=32, seed=0, prefix='img'):
     return folder
 
 
+def rainy_image(height=72, width=96, seed=0):
+    """uint8 BGR: smooth colour planes with thin bright diagonal streaks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    planes = [0.5 + 0.3 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(4, 11) + c) for c in range(3)]
+    img = np.stack(planes, -1) + 0.35 * (((xx + 3 * yy).astype(int) % 11) == 0)[..., None]
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
 def small_network(**overrides):
     """A DSMNet small enough to train for a few iterations in seconds on a CPU."""
     net = dict(type='DSMNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=2, num_subspaces=4)
