@@ -2,6 +2,7 @@
 import copy
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,8 @@ import torch
 import yaml
 
 import dsmnet_arch  # noqa: F401  (BasicSR fixes must run before any test imports basicsr)
+
+import basicsr
 
 # Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP threads that
 # wait for each other make a forward pass tens of times slower. Subprocesses get the same.
@@ -101,6 +104,34 @@ def eval_options(data_root, weights, name='cycle_test', num_gpu=0):
         path=dict(pretrain_network_g=weights, strict_load_g=True, param_key_g='params'),
         val=dict(save_img=True, suffix=None, metrics=copy.deepcopy(METRICS)),
     )
+
+
+def make_clone(root):
+    """A BasicSR clone as git leaves it: basicsr/ (the installed package's files), options/, VERSION."""
+    clone = root / 'BasicSR'
+    shutil.copytree(os.path.dirname(basicsr.__file__), clone / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
+    (clone / 'options' / 'train' / 'SRResNet_SRGAN').mkdir(parents=True)
+    (clone / 'options' / 'train' / 'SRResNet_SRGAN' / 'train_MSRResNet_x4.yml').write_text('name: MSRResNet_x4\n')
+    (clone / 'VERSION').write_text('1.4.2\n')
+    return clone
+
+
+def snapshot(clone, skip=()):
+    """Every folder, file (its bytes) and symbolic link (its target) under ``clone``, except in ``skip`` folders."""
+    entries = {}
+    for folder, dirs, files in os.walk(clone):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, clone)
+            if os.path.islink(path):
+                entries[rel] = ('link', os.readlink(path))
+            elif os.path.isdir(path):
+                entries[rel] = ('folder', )
+            else:
+                with open(path, 'rb') as f:
+                    entries[rel] = ('file', f.read())
+    return entries
 
 
 def write_yaml(path, opt):
