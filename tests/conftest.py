@@ -61,6 +61,16 @@ def small_network(**overrides):
     return net
 
 
+#: A small DSMNet for DerainModels built in the test process.
+NETWORK = dict(type='DSMNet', num_feat=8, num_levels=2, num_subspaces=4)  # ca+sa: 2 BatchNorm layers per CADB
+#: An in-process DerainModel of NETWORK for train: sync_bn (tests/models/ and tests/end_to_end/test_distributed.py).
+SYNC_BN_OPT = dict(name='sync_bn', model_type='DerainModel', scale=1, is_train=True, network_g=NETWORK,
+                   path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
+                   train=dict(optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.999]),
+                              scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5),
+                              pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2)))
+
+
 def paired_dataset(name, root, phase):
     opt = dict(name=name, type='PairedImageDataset', dataroot_gt=os.path.join(root, 'target'),
                dataroot_lq=os.path.join(root, 'input'), filename_tmpl='{}', io_backend=dict(type='disk'))

@@ -1,8 +1,6 @@
-"""DerainModel paths the shipped options do not take: EMA weights, the network's mode after a
-validation, and a non-finite loss on one process of a distributed run."""
-import glob
-import os
-
+"""DerainModel paths the shipped options do not take: EMA weights and the network's mode after a validation
+(the runs in subprocesses: EMA weights saved and resumed in tests/end_to_end/test_resume.py, a non-finite
+loss on one process of a distributed run in tests/end_to_end/test_distributed.py)."""
 import pytest
 import torch
 
@@ -10,7 +8,7 @@ import dsmnet_arch  # noqa: F401
 
 from basicsr.models import build_model
 
-from conftest import poisoned_training_script, run_entry, train_options, write_yaml
+from conftest import train_options
 
 
 def in_process_model(toy_data, **train_overrides):
@@ -40,60 +38,6 @@ def test_validation_runs_the_right_network_in_eval_mode_and_training_goes_on_in_
         if other is not None:
             assert (other(model.lq) - model.output).abs().max() > 1e-3  # it really was the EMA copy
     assert not hasattr(model, 'net_g_ema') or not model.net_g_ema.training
-
-
-def test_ema_weights_are_saved_and_resumed(tmp_path, toy_data):
-    opt = train_options(toy_data, name='ema', total_iter=4, ema_decay=0.5)
-    yml = write_yaml(tmp_path / 'ema.yml', opt)
-    train = [os.path.join(os.path.dirname(dsmnet_arch.__file__), 'train.py'), '-opt', yml]
-    proc = run_entry(train + ['--force_yml', 'train:total_iter=2'], cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    models = tmp_path / 'experiments' / 'ema' / 'models'
-    saved = torch.load(models / 'net_g_2.pth', weights_only=True)
-    assert set(saved) == {'params', 'params_ema', 'arch'}
-    assert any(not torch.equal(saved['params'][k], saved['params_ema'][k]) for k in saved['params'])
-
-    proc = run_entry(train + ['--auto_resume'], cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = open(sorted(glob.glob(str(tmp_path / 'experiments' / 'ema' / 'train_ema_*.log')))[-1]).read()
-    assert 'Resuming training from epoch' in log and 'iter: 2' in log
-    assert f'Loading DSMNet model from {models / "net_g_2.pth"}, with param key: [params_ema]' in log
-    final = torch.load(models / 'net_g_4.pth', weights_only=True)
-    # EMA with decay 0.5 over iterations 3 and 4: ema4 = 0.25 ema2 + 0.25 net3 + 0.5 net4, so it
-    # keeps a quarter of the resumed EMA; starting from params instead would give another result
-    assert any(not torch.equal(final['params'][k], final['params_ema'][k]) for k in final['params'])
-
-
-NAN_ON_RANK_1 = poisoned_training_script('''
-    if int(os.environ['RANK']) == 1 and current_iter == 2:  # this process alone sees a NaN loss
-        loss = self.cri_pix
-        self.cri_pix = lambda output, gt: loss(output, gt) * float('nan')
-        undo.append(lambda: setattr(self, 'cri_pix', loss))
-''')
-
-
-@pytest.mark.parametrize('policy', ['skip', 'stop'])
-def test_a_nan_on_one_process_is_decided_by_all(tmp_path, toy_data, policy):
-    """Both processes skip (or stop at) the batch one of them found non-finite; neither waits forever."""
-    (tmp_path / 'nan_on_rank_1.py').write_text(NAN_ON_RANK_1)
-    opt = train_options(toy_data, name='nan', total_iter=3, nonfinite_loss=policy)
-    opt['datasets']['train']['batch_size_per_gpu'] = 1
-    yml = write_yaml(tmp_path / 'nan.yml', opt)
-    proc = run_entry(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'nan_on_rank_1.py', '-opt',
-                      yml, '--launcher', 'pytorch'], cwd=str(tmp_path), timeout=240)
-    log = open(glob.glob(str(tmp_path / 'experiments' / 'nan' / 'train_nan_*.log'))[0]).read()
-    if policy == 'skip':
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        # rank 0's own loss was finite; it skipped because rank 1's was not
-        assert 'Non-finite loss at iteration 2: l_pix=' in log and 'batch skipped' in log
-        assert 'l_pix=nan' not in log
-        weights = [torch.load(tmp_path / f'rank{r}.pth', weights_only=True) for r in (0, 1)]
-        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    else:
-        assert proc.returncode != 0
-        output = proc.stdout + proc.stderr
-        assert output.count('Non-finite loss at iteration 2') >= 2  # raised in both processes
-        assert not (tmp_path / 'experiments' / 'nan' / 'models' / 'net_g_latest.pth').exists()
 
 
 def test_ema_weights_follow_the_trained_weights_by_the_decay_formula(toy_data):

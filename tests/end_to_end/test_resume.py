@@ -1,4 +1,5 @@
-"""Runs killed with SIGKILL resume from their last checkpoint, from any working directory."""
+"""Runs killed with SIGKILL resume from their last checkpoint, from any working directory; EMA weights are saved
+and resumed."""
 import glob
 import os
 import re
@@ -7,6 +8,8 @@ import textwrap
 
 import pytest
 import torch
+
+import dsmnet_arch
 
 from conftest import REPO, run_entry, train_options, write_yaml
 
@@ -138,3 +141,25 @@ def test_resume_state_from_another_directory_continues_in_its_experiment(tmp_pat
     assert (first / 'experiments' / 'moved' / 'models' / 'net_g_6.pth').exists()
     assert (first / 'experiments' / 'moved' / 'training_states' / '6.state').exists()
     assert not (elsewhere / 'experiments').exists()
+
+
+def test_ema_weights_are_saved_and_resumed(tmp_path, toy_data):
+    opt = train_options(toy_data, name='ema', total_iter=4, ema_decay=0.5)
+    yml = write_yaml(tmp_path / 'ema.yml', opt)
+    train = [os.path.join(os.path.dirname(dsmnet_arch.__file__), 'train.py'), '-opt', yml]
+    proc = run_entry(train + ['--force_yml', 'train:total_iter=2'], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    models = tmp_path / 'experiments' / 'ema' / 'models'
+    saved = torch.load(models / 'net_g_2.pth', weights_only=True)
+    assert set(saved) == {'params', 'params_ema', 'arch'}
+    assert any(not torch.equal(saved['params'][k], saved['params_ema'][k]) for k in saved['params'])
+
+    proc = run_entry(train + ['--auto_resume'], cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = open(sorted(glob.glob(str(tmp_path / 'experiments' / 'ema' / 'train_ema_*.log')))[-1]).read()
+    assert 'Resuming training from epoch' in log and 'iter: 2' in log
+    assert f'Loading DSMNet model from {models / "net_g_2.pth"}, with param key: [params_ema]' in log
+    final = torch.load(models / 'net_g_4.pth', weights_only=True)
+    # EMA with decay 0.5 over iterations 3 and 4: ema4 = 0.25 ema2 + 0.25 net3 + 0.5 net4, so it
+    # keeps a quarter of the resumed EMA; starting from params instead would give another result
+    assert any(not torch.equal(final['params'][k], final['params_ema'][k]) for k in final['params'])
