@@ -1,6 +1,8 @@
 """Shared fixtures: small generated paired data and BasicSR options for end-to-end runs."""
 import copy
 import importlib.util
+import io
+import logging
 import os
 import shutil
 import subprocess
@@ -14,6 +16,8 @@ import torch
 import yaml
 
 import dsmnet_arch  # noqa: F401  (BasicSR fixes must run before any test imports basicsr)
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.checks import run_pipeline
 
 import basicsr
 
@@ -148,6 +152,54 @@ def write_yaml(path, opt):
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     return str(path)
+
+
+def run_basicsr(module, opt, tmp_path, monkeypatch):
+    """Run BasicSR's train or test pipeline as ``dsmnet_arch/{train,test}.py`` does, in ``tmp_path``.
+
+    Returns what BasicSR logged (its logger does not propagate, and opens a log file only once
+    per process).
+    """
+    yml = tmp_path / 'options.yml'
+    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
+    parse_options = module.parse_options
+    monkeypatch.setattr(module, 'parse_options', parse_options)  # run_pipeline wraps it while it runs
+    monkeypatch.setattr(sys, 'argv', ['dsmnet', '-opt', str(yml)])
+    monkeypatch.chdir(tmp_path)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(handler)
+    try:
+        run_pipeline(module)
+    finally:
+        logger.removeHandler(handler)
+    assert module.parse_options is parse_options  # and restores it
+    return stream.getvalue()
+
+
+def write_photos(folder, sizes, seed=0):
+    """Smooth noise photos ``photo<i>.png`` of the given (h, w) sizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(folder / f'photo{i}.png'),
+                    cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (5, 5), 2))
+    return folder
+
+
+def real_rain_options(tmp_path, photos):
+    """Options of a RealRainModel test run on ``photos`` with a tiny random-weight DSMNet saved under ``tmp_path``."""
+    net = small_network()
+    args = {k: v for k, v in net.items() if k != 'type'}
+    weights = tmp_path / 'weights' / 'net_g.pth'
+    weights.parent.mkdir()
+    torch.save({'params': DSMNet(**args).state_dict()}, weights)
+    return dict(name='real', model_type='RealRainModel', scale=1, num_gpu=0, manual_seed=0,
+                datasets=dict(test_1=dict(name='photos', type='SingleImageDataset', dataroot_lq=str(photos),
+                                          io_backend=dict(type='disk'))),
+                network_g=net, path=dict(pretrain_network_g=str(weights), param_key_g='params', strict_load_g=True),
+                val=dict(save_img=True, suffix=None, metrics=dict(niqe=dict(type='calculate_niqe', crop_border=0))))
 
 
 def load_script(name):

@@ -8,11 +8,8 @@ under ``test/<set>/``). Training files run one iteration, a validation and a che
 size stay as shipped. The real-rain file derains a folder of photos and scores them with NIQE.
 """
 import glob
-import io
-import logging
 import os
 import re
-import sys
 
 import cv2
 import numpy as np
@@ -20,7 +17,6 @@ import pytest
 import torch
 import yaml
 
-from dsmnet_arch.checks import run_pipeline
 from dsmnet_arch.metrics.protocol_metrics import PROTOCOLS
 from dsmnet_arch.preparation import LAYOUTS, prepare_dataset
 
@@ -28,7 +24,7 @@ import basicsr.test
 import basicsr.train
 from basicsr.metrics import calculate_metric, calculate_niqe
 
-from conftest import REPO, write_pairs
+from conftest import REPO, run_basicsr, write_pairs
 
 REAL_RAIN = os.path.join(REPO, 'options', 'test_DSMNet_RealRain.yml')
 FILES = sorted(f for f in glob.glob(os.path.join(REPO, 'options', '*_DSMNet_*.yml'))
@@ -92,30 +88,6 @@ def point_at(opt, name, root):
     return tails
 
 
-def run(module, opt, tmp_path, monkeypatch):
-    """Run BasicSR's train or test pipeline as ``dsmnet_arch/{train,test}.py`` does, in ``tmp_path``.
-
-    Returns what BasicSR logged (its logger does not propagate, and opens a log file only once
-    per process).
-    """
-    yml = tmp_path / 'options.yml'
-    yml.write_text(yaml.safe_dump(opt, sort_keys=False))
-    parse_options = module.parse_options
-    monkeypatch.setattr(module, 'parse_options', parse_options)  # run_pipeline wraps it while it runs
-    monkeypatch.setattr(sys, 'argv', ['dsmnet', '-opt', str(yml)])
-    monkeypatch.chdir(tmp_path)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger = logging.getLogger('basicsr')
-    logger.addHandler(handler)
-    try:
-        run_pipeline(module)
-    finally:
-        logger.removeHandler(handler)
-    assert module.parse_options is parse_options  # and restores it
-    return stream.getvalue()
-
-
 def test_every_file_is_covered():
     assert len(TRAIN) >= 18 and len(TEST) >= 9
     for name in EPOCHS:
@@ -174,7 +146,7 @@ def test_training_file_runs_one_iteration(path, tree, tmp_path, monkeypatch, cap
     opt['train']['total_iter'] = 1
     opt['logger'].update(print_freq=1, save_checkpoint_freq=1, use_tb_logger=False)
     opt['val']['val_freq'] = 2  # validate once, after training
-    log = run(basicsr.train, opt, tmp_path, monkeypatch)
+    log = run_basicsr(basicsr.train, opt, tmp_path, monkeypatch)
     assert 'warning' not in capsys.readouterr().err  # the options check knows every key
 
     models = tmp_path / 'experiments' / opt['name'] / 'models'
@@ -206,7 +178,7 @@ def test_test_file_loads_weights_and_writes_images_and_metrics(path, tree, tmp_p
     net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
     os.makedirs(tmp_path / os.path.dirname(weights))
     torch.save({'params': net.state_dict()}, tmp_path / weights)
-    log = run(basicsr.test, opt, tmp_path, monkeypatch)
+    log = run_basicsr(basicsr.test, opt, tmp_path, monkeypatch)
 
     assert f'Loading DSMNet model from {weights}' in log
     for set_name in sets:
@@ -246,7 +218,7 @@ def test_real_rain_file_derains_a_folder_of_photos_and_scores_input_and_output_w
     net_opt = dict(opt['network_g'])
     os.makedirs(tmp_path / os.path.dirname(weights))
     torch.save({'params': ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt).state_dict()}, tmp_path / weights)
-    log = run(basicsr.test, opt, tmp_path, monkeypatch)
+    log = run_basicsr(basicsr.test, opt, tmp_path, monkeypatch)
     assert 'warning' not in capsys.readouterr().err  # the options check knows every key
 
     results = tmp_path / 'results' / opt['name'] / 'visualization'
