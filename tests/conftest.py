@@ -306,3 +306,27 @@ RECORDER = textwrap.dedent('''
     record['backend'] = torch.distributed.get_backend()
     json.dump(record, open(f'rank{rank}.json', 'w'))
 ''')
+
+
+# The paper's reproduction (tests/reproduction/, tests/end_to_end/test_reproduce_paper.py): its script, the size of
+# the images of the tiny downloads, the overrides that make every experiment small, and how many experiments.
+REPRODUCE_SCRIPT = os.path.join(REPO, 'scripts', 'reproduce_paper.py')
+DOWNLOAD_H, DOWNLOAD_W = 40, 48
+REPRODUCE_SMALL = ['--override', 'network_g:num_feat=16', '--override', 'network_g:num_levels=2',
+                   '--override', 'datasets:train:gt_size=32', '--override', 'datasets:train:num_worker_per_gpu=0',
+                   '--override', 'logger:use_tb_logger=false', '--override', 'val:save_img=false']
+REPRODUCE_EXPERIMENTS = 15  # Table 2: 4; Table 3: 5 more; Table 4: 2 more; Table 5: 4 more (default model shared)
+
+
+def download_pair(seed, h=DOWNLOAD_H, w=DOWNLOAD_W):
+    """A smooth clean image and the same with bright diagonal streaks (uint8 BGR)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    clean = rng.uniform(0.2, 0.7, (1, 1, 3)) + 0.1 * np.sin((xx + yy * rng.uniform(0.5, 2))[..., None] / 5)
+    rainy = clean + ((xx + 2 * yy + seed) % 7 == 0)[..., None] * 0.3
+    return [(np.clip(img, 0, 1) * 255).round().astype(np.uint8) for img in (clean, rainy)]
+
+
+def save_image(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
