@@ -75,6 +75,37 @@ SYNC_BN_OPT = dict(name='sync_bn', model_type='DerainModel', scale=1, is_train=T
                               pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2)))
 
 
+def randomised(net):
+    """Non-trivial BatchNorm parameters and statistics, so that every term matters."""
+    g = torch.Generator().manual_seed(1)
+    for name, t in net.state_dict().items():
+        if 'bn_' in name and t.is_floating_point():
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5 if 'var' in name or 'weight' in name else
+                    torch.randn(t.shape, generator=g) * 0.3)
+    return net
+
+
+def channels_last_by_block(net, x):
+    """{block name: whether its output is channels-last} for one forward pass of ``net`` on ``x``.
+
+    Outputs of one channel or one pixel are both layouts at once and are left out.
+    """
+    formats = {}
+
+    def check(name, out):
+        if out.shape[1] > 1 and out.shape[-1] * out.shape[-2] > 1:
+            formats[name] = out.stride() == torch.empty(out.shape, memory_format=torch.channels_last).stride()
+
+    hooks = [module.register_forward_hook(lambda m, args, out, name=name: check(name, out))
+             for name, module in net.named_modules() if name]
+    try:
+        net(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return formats
+
+
 def paired_dataset(name, root, phase):
     opt = dict(name=name, type='PairedImageDataset', dataroot_gt=os.path.join(root, 'target'),
                dataroot_lq=os.path.join(root, 'input'), filename_tmpl='{}', io_backend=dict(type='disk'))

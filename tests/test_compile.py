@@ -17,7 +17,7 @@ import dsmnet_arch  # noqa: F401
 import dsmnet_arch.infer as infer
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 
-from test_fast_equivalence import randomised
+from conftest import randomised
 from test_mixed_precision import NETWORK, batch, derain_model
 
 NO_COMPILER = not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++'))

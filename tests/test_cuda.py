@@ -20,8 +20,7 @@ import dsmnet_arch.infer as infer
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.tiling import count_tiles, free_memory
 
-from conftest import RECORDER, run_entry, train_options, write_yaml
-from test_fast_equivalence import SMALL, channels_last_by_block, randomised
+from conftest import RECORDER, channels_last_by_block, randomised, run_entry, train_options, write_yaml
 from test_infer import smooth_image
 from test_mixed_precision import batch, derain_model
 
@@ -32,6 +31,7 @@ pytestmark = [
 BF16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 PRECISIONS = ['fp32', pytest.param('bf16', marks=pytest.mark.skipif(not BF16, reason='needs a GPU with bfloat16')),
               'fp16']
+SMALL = dict(num_feat=16, num_levels=3, num_subspaces=4)  # the network of tests/archs/test_fast_equivalence.py
 MINIMAL = dict(type='DSMNet', num_feat=8, num_levels=1, num_subspaces=4, kernel_sizes=[3], attention='sa')
 
 
@@ -76,7 +76,7 @@ def test_fp32_forward_and_backward_agree_with_the_cpu(monkeypatch):
 @pytest.mark.parametrize('precision', ['fp32', 'fp16'])
 @pytest.mark.parametrize('train', [False, True])
 def test_every_block_stays_channels_last(train, precision):
-    """As tests/test_fast_equivalence.py checks on the CPU: no block hands NCHW on (batch 1 in eval mode,
+    """As tests/archs/test_fast_equivalence.py checks on the CPU: no block hands NCHW on (batch 1 in eval mode,
     the usual inference case; batch 2 in train mode)."""
     torch.manual_seed(0)
     net = DSMNet(**SMALL).cuda().train(train)

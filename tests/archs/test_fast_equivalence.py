@@ -16,6 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import dsmnet_arch  # noqa: F401
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 
+from conftest import channels_last_by_block, randomised
+
 
 def act(x):
     return F.leaky_relu(x, 0.2)
@@ -113,16 +115,6 @@ def reference_forward(net, x, num_levels=4, mab_variant='M5', level_down=True, l
     return (x - rain)[..., :h, :w]
 
 
-def randomised(net):
-    """Non-trivial BatchNorm parameters and statistics, so that every term matters."""
-    g = torch.Generator().manual_seed(1)
-    for name, t in net.state_dict().items():
-        if 'bn_' in name and t.is_floating_point():
-            t.copy_(torch.rand(t.shape, generator=g) + 0.5 if 'var' in name or 'weight' in name else
-                    torch.randn(t.shape, generator=g) * 0.3)
-    return net
-
-
 SMALL = dict(num_feat=16, num_levels=3, num_subspaces=4)
 CONFIGS = {
     'default-16': dict(num_feat=16),
@@ -188,27 +180,6 @@ def test_every_block_stays_channels_last(batch):
     with torch.no_grad():
         formats = channels_last_by_block(net, torch.rand(batch, 3, 16, 16))
     assert len(formats) > 50 and [name for name, ok in formats.items() if not ok] == []
-
-
-def channels_last_by_block(net, x):
-    """{block name: whether its output is channels-last} for one forward pass of ``net`` on ``x``.
-
-    Outputs of one channel or one pixel are both layouts at once and are left out.
-    """
-    formats = {}
-
-    def check(name, out):
-        if out.shape[1] > 1 and out.shape[-1] * out.shape[-2] > 1:
-            formats[name] = out.stride() == torch.empty(out.shape, memory_format=torch.channels_last).stride()
-
-    hooks = [module.register_forward_hook(lambda m, args, out, name=name: check(name, out))
-             for name, module in net.named_modules() if name]
-    try:
-        net(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return formats
 
 
 def flops(fn, *args):
