@@ -106,6 +106,14 @@ def channels_last_by_block(net, x):
     return formats
 
 
+def rainy_pair(size=32):
+    """One clean image and the same image with bright diagonal streaks."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
+    clean = torch.stack([0.4 + 0.2 * torch.sin(xx / 4), 0.5 + 0.2 * torch.cos(yy / 5), 0.3 + 0.001 * xx * yy / 4])
+    rainy = (clean + 0.4 * ((xx + 2 * yy) % 6 == 0)).clamp(0, 1)
+    return rainy[None], clean[None]
+
+
 def paired_dataset(name, root, phase):
     opt = dict(name=name, type='PairedImageDataset', dataroot_gt=os.path.join(root, 'target'),
                dataroot_lq=os.path.join(root, 'input'), filename_tmpl='{}', io_backend=dict(type='disk'))

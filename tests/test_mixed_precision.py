@@ -12,7 +12,7 @@ from dsmnet_arch.precision import supported, train_precision
 
 from basicsr.models import build_model
 
-from test_mse_ssim_loss import rainy_pair
+from conftest import rainy_pair
 
 NETWORK = dict(type='DSMNet', num_feat=8, num_levels=2, num_subspaces=4)
 

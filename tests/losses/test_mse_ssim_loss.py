@@ -12,6 +12,8 @@ from basicsr.losses import build_loss
 from basicsr.metrics.psnr_ssim import calculate_ssim, calculate_ssim_pt
 from basicsr.models import build_model
 
+from conftest import rainy_pair
+
 
 def image_pair(seed=0, shape=(2, 3, 24, 20)):
     """A smooth image and a noisy, shifted copy of it, both in [0, 1]."""
@@ -150,14 +152,6 @@ def test_bad_inputs_raise_value_errors():
         MSESSIMLoss()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 17))
     with pytest.raises(ValueError, match=r'at least 11 x 11 pixels \(SSIM window\), got 10 x 16'):
         MSESSIMLoss()(torch.rand(1, 3, 10, 16), torch.rand(1, 3, 10, 16))
-
-
-def rainy_pair(size=32):
-    """One clean image and the same image with bright diagonal streaks."""
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
-    clean = torch.stack([0.4 + 0.2 * torch.sin(xx / 4), 0.5 + 0.2 * torch.cos(yy / 5), 0.3 + 0.001 * xx * yy / 4])
-    rainy = (clean + 0.4 * ((xx + 2 * yy) % 6 == 0)).clamp(0, 1)
-    return rainy[None], clean[None]
 
 
 def test_adam_steps_on_one_image_lower_the_loss():
