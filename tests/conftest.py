@@ -20,6 +20,7 @@ from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.checks import run_pipeline
 
 import basicsr
+from basicsr.models import build_model
 
 # Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP threads that
 # wait for each other make a forward pass tens of times slower. Subprocesses get the same.
@@ -112,6 +113,25 @@ def rainy_pair(size=32):
     clean = torch.stack([0.4 + 0.2 * torch.sin(xx / 4), 0.5 + 0.2 * torch.cos(yy / 5), 0.3 + 0.001 * xx * yy / 4])
     rainy = (clean + 0.4 * ((xx + 2 * yy) % 6 == 0)).clamp(0, 1)
     return rainy[None], clean[None]
+
+
+def derain_model(num_gpu=0, training_states=None, network=NETWORK, **train_options):
+    """A DerainModel with a small DSMNet (``network``) and Adam, built as BasicSR's trainer builds it (the tests of
+    mixed precision, compile and the training step, and the GPU suite)."""
+    train = dict(optim_g=dict(type='Adam', lr=5e-3, betas=[0.9, 0.999]),
+                 scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5),
+                 pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2), **train_options)
+    opt = dict(name='amp', model_type='DerainModel', scale=1, num_gpu=num_gpu, is_train=True, dist=False,
+               network_g=dict(network), train=train,
+               path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None,
+                         training_states=training_states))
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def batch(device='cpu'):
+    rainy, clean = rainy_pair(size=32)
+    return {'lq': torch.cat([rainy, rainy.flip(-1)]).to(device), 'gt': torch.cat([clean, clean.flip(-1)]).to(device)}
 
 
 def paired_dataset(name, root, phase):

@@ -20,9 +20,17 @@ import dsmnet_arch.infer as infer
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.tiling import count_tiles, free_memory
 
-from conftest import RECORDER, channels_last_by_block, randomised, run_entry, train_options, write_yaml
+from conftest import (
+    RECORDER,
+    batch,
+    channels_last_by_block,
+    derain_model,
+    randomised,
+    run_entry,
+    train_options,
+    write_yaml,
+)
 from test_infer import smooth_image
-from test_mixed_precision import batch, derain_model
 
 pytestmark = [
     pytest.mark.cuda,

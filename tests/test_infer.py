@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+import dsmnet_arch  # noqa: F401
 import dsmnet_arch.infer as infer
 import dsmnet_arch.loading as loading
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
@@ -592,3 +593,27 @@ def test_max_pixels_is_read_off_the_header_before_decoding(tmp_path):
         infer.read_image(tmp_path / 'huge.png', max_pixels=50_000_000)
     with pytest.raises(ValueError, match='not a readable image'):  # no limit: decoded, and found empty
         infer.read_image(tmp_path / 'huge.png')
+
+
+def test_derain_command_compile_flag(tmp_path, monkeypatch):
+    """--compile runs the tiles through torch.compile (here with the aot_eager backend) with equal results."""
+    compiled = []
+    real_compile = torch.compile
+
+    def cheap_compile(model, **kwargs):
+        compiled.append(model)
+        return real_compile(model, backend='aot_eager', **kwargs)
+
+    monkeypatch.setattr(torch, 'compile', cheap_compile)
+    torch.manual_seed(0)
+    weights = tmp_path / 'net_g.pth'
+    torch.save({'params': DSMNet(num_feat=8, num_levels=2, num_subspaces=4).state_dict()}, weights)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / 'rain.png'), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    args = ['-i', tmp_path / 'rain.png', '--weights', weights, '--device', 'cpu', '--tile', '24', '--tile-overlap',
+            '4', '--batch', '3']
+    assert infer.main([str(a) for a in args + ['-o', tmp_path / 'eager']]) == 0 and not compiled
+    assert infer.main([str(a) for a in args + ['-o', tmp_path / 'compiled', '--compile']]) == 0
+    assert len(compiled) == 1 and isinstance(compiled[0], DSMNet)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'compiled' / 'rain.png')),
+                                  cv2.imread(str(tmp_path / 'eager' / 'rain.png')))

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from dsmnet_arch.metrics.protocol_metrics import PROTOCOLS
+from dsmnet_arch.models.divergence_guard import GUARD_DEFAULTS, guard_options
 from dsmnet_arch.preparation import LAYOUTS, prepare_dataset
 
 import basicsr.test
@@ -236,3 +237,20 @@ def test_real_rain_file_derains_a_folder_of_photos_and_scores_input_and_output_w
         name, *values = row.split(',')
         assert name == f'photo{i}'
         assert [float(v) for v in values] == pytest.approx([expected['niqe_input'][i], expected['niqe'][i]], abs=1e-5)
+
+
+def test_every_training_options_file_scales_the_mab_branch_clips_and_guards():
+    import yaml
+
+    from conftest import REPO
+
+    files = sorted(glob.glob(os.path.join(REPO, 'options', 'train_*.yml')))
+    assert len(files) == 19
+    for path in files:
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+        train = opt['train']
+        assert opt['network_g']['res_scale'] == 0.1, path
+        assert train['grad_clip_norm'] == 0.1, path
+        assert guard_options(train['guard']) == {**GUARD_DEFAULTS, 'lr_factor': 0.5}, path
+        assert 'nonfinite_loss' not in train, path  # the guard handles non-finite losses

@@ -1,5 +1,6 @@
 """Mixed precision (train: amp) on the CPU: bf16 steps train and stay close to fp32; fp16's options,
-errors, gradient scaler, non-finite guard and training state (the fp16 runs themselves: tests/test_cuda.py)."""
+errors, gradient scaler, non-finite guard and training state (the fp16 runs themselves: tests/test_cuda.py; the
+train: amp option and the precision rule: tests/test_precision.py)."""
 import copy
 
 import numpy as np
@@ -8,31 +9,8 @@ import torch
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet, MSESSIMLoss, DerainModel)
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.precision import supported, train_precision
 
-from basicsr.models import build_model
-
-from conftest import rainy_pair
-
-NETWORK = dict(type='DSMNet', num_feat=8, num_levels=2, num_subspaces=4)
-
-
-def derain_model(num_gpu=0, training_states=None, network=NETWORK, **train_options):
-    """A DerainModel with a small DSMNet (``network``) and Adam, built as BasicSR's trainer builds it."""
-    train = dict(optim_g=dict(type='Adam', lr=5e-3, betas=[0.9, 0.999]),
-                 scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5),
-                 pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2), **train_options)
-    opt = dict(name='amp', model_type='DerainModel', scale=1, num_gpu=num_gpu, is_train=True, dist=False,
-               network_g=dict(network), train=train,
-               path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None,
-                         training_states=training_states))
-    torch.manual_seed(0)
-    return build_model(opt)
-
-
-def batch(device='cpu'):
-    rainy, clean = rainy_pair(size=32)
-    return {'lq': torch.cat([rainy, rainy.flip(-1)]).to(device), 'gt': torch.cat([clean, clean.flip(-1)]).to(device)}
+from conftest import batch, derain_model
 
 
 def test_bf16_training_steps_lower_the_loss_and_follow_fp32():
@@ -68,23 +46,6 @@ def test_bf16_forward_is_close_to_fp32():
     # mean 4e-4, max 2e-3, against a rain layer R = x - out of mean magnitude 0.06
     assert diff.mean() < 2e-3 and diff.max() < 1e-2, (diff.mean().item(), diff.max().item())
     assert diff.mean() < 0.05 * (x - reference).abs().mean()
-
-
-@pytest.mark.parametrize('train_opt,device,expected', [
-    ({}, 'cpu', None), ({'amp': False}, 'cpu', None), ({'amp': 'bf16'}, 'cpu', 'bf16'),
-    ({'bf16': True}, 'cpu', 'bf16'), ({'bf16': True, 'amp': 'bf16'}, 'cpu', 'bf16'), ({'bf16': False}, 'cpu', None),
-    ({'amp': 'fp16'}, 'cuda', 'fp16'),
-    ({'amp': 'fp16'}, 'cpu', 'train:amp: fp16 needs a CUDA GPU'), ({'amp': 'float16'}, 'cpu', 'must be one of'),
-    ({'amp': True}, 'cpu', 'must be one of'), ({'bf16': True, 'amp': 'fp16'}, 'cuda', 'contradicts'),
-])
-def test_amp_option(train_opt, device, expected):
-    """amp: bf16|fp16|false, and the older bf16: true; fp16 off a CUDA GPU is a one-line error."""
-    if expected in (None, 'bf16', 'fp16'):
-        assert train_precision(train_opt, torch.device(device)) == expected
-    else:
-        with pytest.raises(ValueError, match=expected) as err:
-            train_precision(train_opt, torch.device(device))
-        assert '\n' not in str(err.value)
 
 
 def test_fp16_on_the_cpu_is_refused_naming_the_option():
@@ -131,16 +92,3 @@ def test_scaler_overflow_skips_the_step_without_stopping_and_its_state_resumes(t
     fresh.resume_training(old)
     assert fresh.scaler.get_scale() == 65536.0
     derain_model().resume_training(state)  # without fp16 the scaler's state is ignored
-
-
-def test_one_rule_says_which_precision_runs_where(monkeypatch):
-    """fp16 on CUDA GPUs only; bf16 on CPUs, and on GPUs only with native bfloat16 (not emulated)."""
-    cpu, gpu = torch.device('cpu'), torch.device('cuda', 0)
-    asked = []
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: asked.append(
-        including_emulation) or False)
-    assert [supported(p, cpu) for p in ('fp32', 'bf16', 'fp16')] == [True, True, False]
-    assert [supported(p, gpu) for p in ('fp32', 'bf16', 'fp16')] == [True, False, True]
-    assert asked == [False]  # emulated bf16 does not count
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
-    assert supported('bf16', gpu)

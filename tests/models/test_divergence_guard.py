@@ -2,9 +2,7 @@
 spike or a non-finite loss or gradient rolls the whole training state back to a snapshot, in one
 process and in two gloo processes alike (tests/end_to_end/test_distributed.py); too many rollbacks stop the run."""
 import copy
-import glob
 import logging
-import os
 
 import pytest
 import torch
@@ -175,20 +173,3 @@ def test_guard_options_defaults():
     assert guard_options(None) is None and guard_options(False) is None
     assert guard_options(True) == GUARD_DEFAULTS
     assert guard_options(dict(lr_factor=0.5)) == {**GUARD_DEFAULTS, 'lr_factor': 0.5}
-
-
-def test_every_training_options_file_scales_the_mab_branch_clips_and_guards():
-    import yaml
-
-    from conftest import REPO
-
-    files = sorted(glob.glob(os.path.join(REPO, 'options', 'train_*.yml')))
-    assert len(files) == 19
-    for path in files:
-        with open(path) as f:
-            opt = yaml.safe_load(f)
-        train = opt['train']
-        assert opt['network_g']['res_scale'] == 0.1, path
-        assert train['grad_clip_norm'] == 0.1, path
-        assert guard_options(train['guard']) == {**GUARD_DEFAULTS, 'lr_factor': 0.5}, path
-        assert 'nonfinite_loss' not in train, path  # the guard handles non-finite losses

@@ -1,4 +1,5 @@
-"""torch.compile on the CPU: train: compile and dsmnet-derain --compile compute what the eager network does.
+"""torch.compile on the CPU: train: compile computes what the eager network does (dsmnet-derain --compile:
+tests/test_infer.py).
 
 Inductor compiles a DSMNet into C++ kernels with the system's compiler, which takes about 40 s on a
 2-core machine even for the smallest network: one test does that (one kernel size, one level); the
@@ -8,17 +9,14 @@ generation), which checks the wiring (graph capture without breaks, wrapper, che
 import copy
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401
-import dsmnet_arch.infer as infer
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 
-from conftest import randomised
-from test_mixed_precision import NETWORK, batch, derain_model
+from conftest import NETWORK, batch, derain_model, randomised
 
 NO_COMPILER = not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++'))
 
@@ -75,27 +73,3 @@ def test_compiled_derain_model_trains_as_eager_and_saves_plain_weights(tmp_path)
 def test_compile_option_errors_name_the_option():
     with pytest.raises(ValueError, match=r'train:compile must be true, false or a mapping .* got bogus$'):
         derain_model(compile=dict(mode='default', bogus=1))
-
-
-def test_derain_command_compile_flag(tmp_path, monkeypatch):
-    """--compile runs the tiles through torch.compile (here with the aot_eager backend) with equal results."""
-    compiled = []
-    real_compile = torch.compile
-
-    def cheap_compile(model, **kwargs):
-        compiled.append(model)
-        return real_compile(model, backend='aot_eager', **kwargs)
-
-    monkeypatch.setattr(torch, 'compile', cheap_compile)
-    torch.manual_seed(0)
-    weights = tmp_path / 'net_g.pth'
-    torch.save({'params': DSMNet(num_feat=8, num_levels=2, num_subspaces=4).state_dict()}, weights)
-    rng = np.random.default_rng(0)
-    cv2.imwrite(str(tmp_path / 'rain.png'), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
-    args = ['-i', tmp_path / 'rain.png', '--weights', weights, '--device', 'cpu', '--tile', '24', '--tile-overlap',
-            '4', '--batch', '3']
-    assert infer.main([str(a) for a in args + ['-o', tmp_path / 'eager']]) == 0 and not compiled
-    assert infer.main([str(a) for a in args + ['-o', tmp_path / 'compiled', '--compile']]) == 0
-    assert len(compiled) == 1 and isinstance(compiled[0], DSMNet)
-    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'compiled' / 'rain.png')),
-                                  cv2.imread(str(tmp_path / 'eager' / 'rain.png')))

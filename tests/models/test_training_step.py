@@ -9,7 +9,7 @@ from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
 from dsmnet_arch.models.training_step import TrainingStep
 
-from test_mixed_precision import NETWORK, batch, derain_model
+from conftest import NETWORK, batch, derain_model
 
 
 @pytest.mark.parametrize('amp', [False, 'bf16'])
