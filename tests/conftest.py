@@ -21,6 +21,7 @@ from dsmnet_arch.checks import run_pipeline
 
 import basicsr
 from basicsr.models import build_model
+from basicsr.utils import logger as basicsr_logger
 
 # Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP threads that
 # wait for each other make a forward pass tens of times slower. Subprocesses get the same.
@@ -213,12 +214,31 @@ def write_yaml(path, opt):
     return str(path)
 
 
+def reset_basicsr_logger():
+    """BasicSR's logger as a new process finds it: ``get_root_logger`` sets it up (handlers, and level INFO with a
+    log file) on its first call in a process only, and a first call by a model built in a test sets no level."""
+    log = logging.getLogger('basicsr')
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    basicsr_logger.initialized_logger.clear()
+
+
+@pytest.fixture
+def fresh_basicsr_logger():
+    """BasicSR sets its logger up once per process; each in-process run here needs its own."""
+    yield
+    reset_basicsr_logger()
+
+
 def run_basicsr(module, opt, tmp_path, monkeypatch):
     """Run BasicSR's train or test pipeline as ``dsmnet_arch/{train,test}.py`` does, in ``tmp_path``.
 
-    Returns what BasicSR logged (its logger does not propagate, and opens a log file only once
-    per process).
+    Returns what BasicSR logged (its logger does not propagate, and opens its log file once per
+    process). The logger starts afresh, as in the process of a run: after a model built earlier in
+    the test process, a pipeline would otherwise log nothing below WARNING.
     """
+    reset_basicsr_logger()
     yml = tmp_path / 'options.yml'
     yml.write_text(yaml.safe_dump(opt, sort_keys=False))
     parse_options = module.parse_options
