@@ -77,6 +77,15 @@ SYNC_BN_OPT = dict(name='sync_bn', model_type='DerainModel', scale=1, is_train=T
                               pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2)))
 
 
+#: The arguments of a small DSMNet, and one built from a seed.
+TINY = dict(num_feat=8, num_levels=2, num_subspaces=4)
+
+
+def tiny(seed):
+    torch.manual_seed(seed)
+    return DSMNet(**TINY)
+
+
 def randomised(net):
     """Non-trivial BatchNorm parameters and statistics, so that every term matters."""
     g = torch.Generator().manual_seed(1)
@@ -255,6 +264,21 @@ def run_basicsr(module, opt, tmp_path, monkeypatch):
         logger.removeHandler(handler)
     assert module.parse_options is parse_options  # and restores it
     return stream.getvalue()
+
+
+def run_train(monkeypatch, capsys, tmp_path, opt, *extra_args):
+    """Run dsmnet_arch.train in this process; return (exit status, stderr)."""
+    from dsmnet_arch import train
+
+    import basicsr.train
+
+    yml = write_yaml(tmp_path / 'train.yml', opt)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', yml, *extra_args])
+    monkeypatch.setattr(basicsr.train, 'parse_options', basicsr.train.parse_options)  # undo the checking wrapper
+    with pytest.raises(SystemExit) as exc:
+        train.main()
+    return exc.value.code, capsys.readouterr().err
 
 
 def write_photos(folder, sizes, seed=0):

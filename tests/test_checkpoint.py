@@ -1,7 +1,6 @@
 """dsmnet_arch.checkpoint and DerainModel's loading through it: untrusted files, where the weights are,
 the recorded arguments, and which training state a resumed run picks."""
 import copy
-import logging
 import os
 import re
 import stat
@@ -20,21 +19,10 @@ from dsmnet_arch.checkpoint import (
     state_dict_from_checkpoint,
 )
 from dsmnet_arch.compat import _resume_state_path
-from dsmnet_arch.models.derain_model import DerainModel
 
 import basicsr.train
-from basicsr.models.base_model import BaseModel
 
-TINY = dict(num_feat=8, num_levels=2, num_subspaces=4)
-
-
-def tiny(seed):
-    torch.manual_seed(seed)
-    return DSMNet(**TINY)
-
-
-def same_weights(net, state):
-    return all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+from conftest import TINY, tiny
 
 
 def test_missing_and_unreadable_files_are_named(tmp_path):
@@ -82,35 +70,6 @@ def test_arch_record_fills_in_every_default_and_reads_back():
     for bad in ({'num_feat': 8}, {'type': 3}, 'DSMNet', {'type': 'DSMNet', 1: 2}):
         with pytest.raises(ValueError, match='Cannot use f: its "arch" entry is not a network type with arguments'):
             arch_from_checkpoint({'arch': bad}, 'f')
-
-
-def derain_model(**opt):
-    """A DerainModel with BaseModel's state only (options, device), no network built: enough for its
-    ``load_network``, which BasicSR's trainer calls for net_g and the EMA copy."""
-    model = object.__new__(DerainModel)
-    BaseModel.__init__(model, {'num_gpu': 0, 'is_train': False, 'dist': False, **opt})
-    return model
-
-
-def test_derain_models_load_network_prefers_params_ema_and_drops_the_prefix(tmp_path):
-    ema, plain = tiny(1).state_dict(), tiny(2).state_dict()
-    torch.save({'params': {f'module.{k}': v for k, v in plain.items()}, 'params_ema': ema}, tmp_path / 'both.pth')
-    torch.save({'params': plain}, tmp_path / 'plain.pth')
-    net = tiny(3)
-    derain_model().load_network(net, str(tmp_path / 'both.pth'), True, 'params_ema')
-    assert same_weights(net, ema)
-    derain_model().load_network(net, str(tmp_path / 'both.pth'), True, 'params')
-    assert same_weights(net, plain)
-    derain_model().load_network(net, str(tmp_path / 'plain.pth'), True, 'params_ema')  # falls back to params
-    assert same_weights(net, plain)
-
-
-def test_derain_models_load_network_names_the_file_that_does_not_fit(tmp_path):
-    torch.save({'params': DSMNet(num_feat=16, num_levels=2, num_subspaces=4).state_dict()}, tmp_path / 'wide.pth')
-    with pytest.raises(ValueError, match=f'Weights in {tmp_path / "wide.pth"} do not fit DSMNet: Error'):
-        derain_model().load_network(tiny(0), str(tmp_path / 'wide.pth'), True, 'params')
-    with pytest.raises(FileNotFoundError, match='Checkpoint file not found: .*nothing.pth'):
-        derain_model().load_network(tiny(0), str(tmp_path / 'nothing.pth'), True, 'params')
 
 
 def test_auto_resume_takes_the_newest_state_by_iteration(tmp_path):
@@ -303,7 +262,6 @@ def test_auto_resume_without_root_path_looks_under_the_current_directory(tmp_pat
     assert _resume_state_path(opt) == os.path.join('.', 'experiments', 'run', 'training_states', '3.state')
 
 
-
 def test_training_states_load_onto_the_cpu_whatever_device_saved_them(tmp_path, monkeypatch, load_resume_state):
     """The optimizers' load_state_dict then places each tensor (Adam's step counters stay on the CPU)."""
     write_state(tmp_path / 'run' / 'training_states')
@@ -318,30 +276,6 @@ def test_training_states_load_onto_the_cpu_whatever_device_saved_them(tmp_path, 
     assert calls == [{'map_location': 'cpu'}]
 
 
-def test_weights_recorded_as_another_variant_are_refused_by_derain_models_loader(tmp_path, monkeypatch):
-    """Table 5's variants have the same weights: the record, not the shapes, tells them apart."""
-    m3 = DSMNet(**TINY, mab_variant='M3')
-    record = arch_record({'type': 'DSMNet', **TINY, 'mab_variant': 'M3'}, DSMNet)
-    torch.save({'params': m3.state_dict(), 'arch': record}, tmp_path / 'm3.pth')
-    model = derain_model(network_g={'type': 'DSMNet', **TINY, 'mab_variant': 'M5'})
-    net = tiny(1)
-    with pytest.raises(ValueError) as err:
-        model.load_network(net, str(tmp_path / 'm3.pth'), True, 'params')
-    assert str(err.value) == (f"Weights in {tmp_path / 'm3.pth'} were saved from another DSMNet: mab_variant='M5' vs "
-                              "'M3' (options vs checkpoint); make the options match, or load them anyway with strict "
-                              'loading off (path: strict_load_g: false)')
-    assert not same_weights(net, m3.state_dict())
-
-    warnings = []
-    monkeypatch.setattr(logging.getLogger('basicsr'), 'warning', warnings.append)
-    model.load_network(net, str(tmp_path / 'm3.pth'), False, 'params')  # loaded, and said
-    assert same_weights(net, m3.state_dict())
-    assert len(warnings) == 1 and "were saved from another DSMNet: mab_variant='M5' vs 'M3'" in warnings[0]
-    model.opt['network_g']['mab_variant'] = 'M3'  # the same network: loads without a word
-    model.load_network(tiny(2), str(tmp_path / 'm3.pth'), True, 'params')
-    assert len(warnings) == 1
-
-
 def test_arch_mismatch_compares_only_a_record_of_the_same_type():
     from dsmnet_arch.checkpoint import arch_mismatch
 
@@ -354,3 +288,21 @@ def test_arch_mismatch_compares_only_a_record_of_the_same_type():
     assert arch_mismatch({'params': {}, 'arch': dict(record, type='Other')}, 'f', ours, DSMNet) == []
     with pytest.raises(ValueError, match='Cannot use W.pth: its "arch" entry'):
         arch_mismatch({'arch': ['DSMNet']}, 'W.pth', ours, DSMNet)
+
+
+def test_atomic_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    from dsmnet_arch.checkpoint import atomic_save
+
+    target = tmp_path / 'net_g_latest.pth'
+    atomic_save({'params': {'w': torch.ones(3)}}, target)
+
+    def dies_midway(obj, f, *args, **kwargs):
+        f.write(b'PK\x03\x04 half a checkpoint')
+        raise KeyboardInterrupt  # stands for the process being killed during the write
+
+    monkeypatch.setattr(torch, 'save', dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({'params': {'w': torch.zeros(3)}}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target, weights_only=True)['params']['w'], torch.ones(3))
+    assert os.listdir(tmp_path) == ['net_g_latest.pth']

@@ -1,42 +1,20 @@
-"""Bad options and bad data stop the run before training, with one line that names the key or file."""
-import logging
+"""dsmnet_arch.checks: bad options and bad data stop the run before training, with one line that names the key or
+file; LMDBs whose keys do not pair; DerainModel's own train keys (sync_bn among them) are known."""
 import os
 import shutil
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import train_options, write_yaml
+from dsmnet_arch.checks import OptionsError, check_options
 
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-@pytest.fixture(autouse=True)
-def fresh_basicsr_logger():
-    """BasicSR sets its logger up once per process; each in-process run here needs its own."""
-    yield
-    from basicsr.utils import logger as basicsr_logger
-    log = logging.getLogger('basicsr')
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-    basicsr_logger.initialized_logger.clear()
+from conftest import run_train, train_options
 
-
-def _run_train(monkeypatch, capsys, tmp_path, opt, *extra_args):
-    """Run dsmnet_arch.train in this process; return (exit status, stderr)."""
-    from dsmnet_arch import train
-
-    import basicsr.train
-
-    yml = write_yaml(tmp_path / 'train.yml', opt)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', yml, *extra_args])
-    monkeypatch.setattr(basicsr.train, 'parse_options', basicsr.train.parse_options)  # undo the checking wrapper
-    with pytest.raises(SystemExit) as exc:
-        train.main()
-    return exc.value.code, capsys.readouterr().err
+pytestmark = pytest.mark.usefixtures('fresh_basicsr_logger')  # each in-process run needs its own logger
 
 
 def _break_data(root, case):
@@ -82,7 +60,7 @@ def _break_data(root, case):
 ])
 def test_bad_training_data_is_named(monkeypatch, capsys, tmp_path, toy_data, case, expected):
     culprit = _break_data(os.path.join(toy_data, 'train'), case)
-    status, err = _run_train(monkeypatch, capsys, tmp_path, train_options(toy_data))
+    status, err = run_train(monkeypatch, capsys, tmp_path, train_options(toy_data))
     line = err.strip().splitlines()[-1]
     assert status == 1
     assert line.startswith('error: Option datasets:train:') and expected in line and culprit in line, line
@@ -138,7 +116,7 @@ def _with(path, value):
 ])
 def test_bad_options_are_named(monkeypatch, capsys, tmp_path, toy_data, mutate, expected):
     opt = mutate(train_options(toy_data), tmp_path, toy_data)
-    status, err = _run_train(monkeypatch, capsys, tmp_path, opt)
+    status, err = run_train(monkeypatch, capsys, tmp_path, opt)
     assert status == 1
     line = err.strip().splitlines()[-1]
     assert line.startswith('error: ') and expected in line, line
@@ -171,80 +149,12 @@ def test_bad_checkpoints_are_refused_by_name(monkeypatch, capsys, tmp_path, toy_
     for name in _bad_checkpoints(tmp_path):
         opt = train_options(toy_data, name=f'bad_{name}')
         opt['path'][path_key] = str(tmp_path / f'{name}.pth')
-        status, err = _run_train(monkeypatch, capsys, tmp_path, opt)
+        status, err = run_train(monkeypatch, capsys, tmp_path, opt)
         line = err.strip().splitlines()[-1]
         assert status == 1 and line.startswith('error: ') and f'{name}.pth' in line, (name, err)
         assert 'Traceback' not in err
         assert not os.path.exists(tmp_path / 'experiments' / f'bad_{name}')  # refused before writing anything
     assert not os.path.exists(tmp_path / 'PWNED')
-
-
-def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(monkeypatch, capsys, tmp_path, toy_data):
-    from dsmnet_arch.models.derain_model import DerainModel
-
-    real_step = DerainModel.optimize_parameters
-
-    def poisoned(self, current_iter):
-        if current_iter == 3:
-            self.lq = self.lq * float('nan')
-        real_step(self, current_iter)
-
-    monkeypatch.setattr(DerainModel, 'optimize_parameters', poisoned)
-    status, err = _run_train(monkeypatch, capsys, tmp_path, train_options(toy_data, name='nan'))
-    assert status == 1
-    assert 'error: Non-finite loss at iteration 3: l_pix=nan' in err
-    models = tmp_path / 'experiments' / 'nan' / 'models'
-    assert sorted(os.listdir(models)) == ['net_g_2.pth']
-    weights = torch.load(models / 'net_g_2.pth', weights_only=True)['params']
-    assert all(torch.isfinite(v).all() for v in weights.values())
-
-
-def test_nonfinite_loss_skip_drops_the_batch(monkeypatch, capsys, tmp_path, toy_data):
-    from dsmnet_arch import train
-    from dsmnet_arch.models.derain_model import DerainModel
-
-    import basicsr.train
-
-    real_step = DerainModel.optimize_parameters
-    snapshots = {}
-
-    def poisoned(self, current_iter):
-        if current_iter == 3:
-            snapshots['before'] = {k: v.clone() for k, v in self.net_g.state_dict().items()}
-            self.lq = self.lq * float('inf')
-        real_step(self, current_iter)
-        if current_iter == 3:
-            snapshots['after'] = {k: v.clone() for k, v in self.net_g.state_dict().items()}
-
-    monkeypatch.setattr(DerainModel, 'optimize_parameters', poisoned)
-    opt = train_options(toy_data, name='skip', nonfinite_loss='skip')
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', write_yaml(tmp_path / 'skip.yml', opt)])
-    monkeypatch.setattr(basicsr.train, 'parse_options', basicsr.train.parse_options)
-    train.main()
-    changed = [k for k, v in snapshots['after'].items() if not torch.equal(snapshots['before'][k], v)]
-    assert not changed
-    log = open(next((tmp_path / 'experiments' / 'skip').glob('train_*.log'))).read()
-    assert 'Non-finite loss at iteration 3' in log and 'batch skipped' in log
-    assert (tmp_path / 'experiments' / 'skip' / 'models' / 'net_g_latest.pth').exists()
-
-
-def test_atomic_save_keeps_the_previous_file(tmp_path, monkeypatch):
-    from dsmnet_arch.checkpoint import atomic_save
-
-    target = tmp_path / 'net_g_latest.pth'
-    atomic_save({'params': {'w': torch.ones(3)}}, target)
-
-    def dies_midway(obj, f, *args, **kwargs):
-        f.write(b'PK\x03\x04 half a checkpoint')
-        raise KeyboardInterrupt  # stands for the process being killed during the write
-
-    monkeypatch.setattr(torch, 'save', dies_midway)
-    with pytest.raises(KeyboardInterrupt):
-        atomic_save({'params': {'w': torch.zeros(3)}}, target)
-    monkeypatch.undo()
-    assert torch.equal(torch.load(target, weights_only=True)['params']['w'], torch.ones(3))
-    assert os.listdir(tmp_path) == ['net_g_latest.pth']
 
 
 def test_derain_models_own_train_options_are_known(toy_data):
@@ -255,3 +165,44 @@ def test_derain_models_own_train_options_are_known(toy_data):
     opt['train']['amps'] = 'bf16'
     with pytest.raises(OptionsError, match='Option train:amps is not read by BasicSR; did you mean train:amp?'):
         check_options(opt)
+
+
+def lmdb_options(tmp_path, toy_data, target_keys=None):
+    """Training options reading LMDBs of the toy pairs; ``target_keys`` renames the target side's keys."""
+    for side in ('input', 'target'):
+        folder = os.path.join(toy_data, 'train', side)
+        names = sorted(os.listdir(folder))
+        keys = [os.path.splitext(n)[0] for n in names]
+        if side == 'target' and target_keys:
+            keys = target_keys(keys)
+        make_lmdb_from_imgs(folder, str(tmp_path / f'{side}.lmdb'), names, keys)
+    opt = train_options(toy_data)
+    opt['datasets']['train'].update(dataroot_lq=str(tmp_path / 'input.lmdb'), dataroot_gt=str(tmp_path / 'target.lmdb'),
+                                    io_backend={'type': 'lmdb'})
+    return opt
+
+
+def test_lmdbs_whose_keys_do_not_pair_are_named(tmp_path, toy_data):
+    (tmp_path / 'good').mkdir()
+    check_options(lmdb_options(tmp_path / 'good', toy_data))  # the same LMDBs with matching keys pass
+    opt = lmdb_options(tmp_path, toy_data, target_keys=lambda keys: keys[:-1] + ['renamed'])
+    with pytest.raises(OptionsError) as err:
+        check_options(opt)
+    message = str(err.value)
+    assert message == (f"Option datasets:train: 1 target(s) have no input (filename_tmpl '{{}}'), e.g. "
+                       f"{tmp_path / 'target.lmdb' / 'renamed.png'} has no {tmp_path / 'input.lmdb' / 'renamed.png'}")
+
+
+def test_a_malformed_lmdb_key_list_is_named_by_line(tmp_path, toy_data):
+    opt = lmdb_options(tmp_path, toy_data)
+    meta = tmp_path / 'input.lmdb' / 'meta_info.txt'
+    lines = meta.read_text().splitlines()
+    meta.write_text('\n'.join(lines[:1] + ['img001.png 32x32 no shape'] + lines[2:]) + '\n')
+    with pytest.raises(OptionsError, match=f'{meta}:2: expected "name \\(h,w,c\\) level", got \'img001.png 32x32'):
+        check_options(opt)
+
+
+def test_the_options_check_knows_sync_bn(toy_data):
+    assert check_options(train_options(toy_data, sync_bn=True)) == []
+    with pytest.raises(OptionsError, match='Option train:syncbn is not read by BasicSR; did you mean train:sync_bn?'):
+        check_options(train_options(toy_data, syncbn=True))

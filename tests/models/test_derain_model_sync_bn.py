@@ -5,8 +5,8 @@ statistics themselves are checked in the CUDA-marked test of tests/end_to_end/te
 processes on gloo (which, unlike nccl, lets both share one GPU) with different halves of a batch end one
 step with identical running statistics, equal to one process's on the whole batch. There too, on the CPU:
 two gloo processes without sync_bn keep statistics of their own halves (what the option is for), and a
-distributed CPU run with it stops with one line naming the option. Here: the conversion itself, the no-op
-outside distributed runs, and the options check.
+distributed CPU run with it stops with one line naming the option. Here: the conversion itself and the no-op
+outside distributed runs (the options check: tests/test_checks.py).
 """
 import copy
 import io
@@ -17,12 +17,11 @@ import torch
 
 import dsmnet_arch  # noqa: F401  (registers DSMNet, MSESSIMLoss, DerainModel)
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
-from dsmnet_arch.checks import OptionsError, check_options
 
 from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
-from conftest import NETWORK, SYNC_BN_OPT, train_options
+from conftest import NETWORK, SYNC_BN_OPT
 
 
 def derain_model(**train_options):
@@ -90,9 +89,3 @@ def test_without_a_distributed_run_sync_bn_changes_nothing_and_says_so():
 def test_a_bad_sync_bn_value_is_one_line_naming_the_option(value):
     with pytest.raises(ValueError, match=r'^train:sync_bn must be true or false, got '):
         derain_model(sync_bn=value)
-
-
-def test_the_options_check_knows_sync_bn(toy_data):
-    assert check_options(train_options(toy_data, sync_bn=True)) == []
-    with pytest.raises(OptionsError, match='Option train:syncbn is not read by BasicSR; did you mean train:sync_bn?'):
-        check_options(train_options(toy_data, syncbn=True))
