@@ -1,4 +1,5 @@
-"""Preparation of the paper's deraining sets: native layouts in, BasicSR's paired layout out.
+"""Preparation of the paper's deraining sets (dsmnet_arch.preparation, scripts/prepare_rain_datasets.py): native
+layouts in, BasicSR's paired layout out; problems, interrupted runs and damaged records refused by name.
 
 Every generated image is flat, with a grey level that says which pair and which side it is
 (rainy = 150 + 5 i, clean = 20 + 5 i), so reading the result through BasicSR's own
@@ -12,6 +13,7 @@ import lmdb
 import numpy as np
 import pytest
 
+from dsmnet_arch import preparation
 from dsmnet_arch import preparation as rd
 from dsmnet_arch.preparation import inspection, writing
 
@@ -304,3 +306,28 @@ def test_a_folder_without_pairs_is_an_error_before_any_split_is_written(tmp_path
     with pytest.raises(rd.PreparationError, match=r'No usable .* once the pairs with problems are left out'):
         rd.prepare_dataset('Rain100H', rd.resolve_sources('Rain100H', src=src), tmp_path / 'out', skip_bad=True)
     assert not (tmp_path / 'out').exists()
+
+
+def test_folders_left_by_an_interrupted_run_are_reported_and_kept(tmp_path):
+    sources = preparation.resolve_sources('Rain100H', src=make_rain100(tmp_path / 'src'))
+    leftover = tmp_path / 'out' / '.train.incomplete-x1'
+    (leftover / 'input').mkdir(parents=True)
+    report = preparation.prepare_dataset('Rain100H', sources, tmp_path / 'out')
+    train = report.splits[0]
+    assert train.status == 'written'
+    assert any(f'1 folder(s) left by an interrupted run, safe to delete: {leftover}' in w for w in train.warnings)
+    assert leftover.is_dir()  # not ours to delete: the report says so
+    assert str(leftover) in str(report)
+
+
+@pytest.mark.parametrize('record', ['{"dataset": "Rain100H", "pairs": ', '[1, 2]', '{"dataset": "Rain100H"}'],
+                         ids=['truncated', 'not a record', 'missing fields'])
+def test_a_damaged_record_of_an_earlier_preparation_is_named(tmp_path, record):
+    sources = preparation.resolve_sources('Rain100H', src=make_rain100(tmp_path / 'src'))
+    preparation.prepare_dataset('Rain100H', sources, tmp_path / 'out')
+    marker = tmp_path / 'out' / 'train' / 'prepared.json'
+    marker.write_text(record)
+    with pytest.raises(preparation.PreparationError, match=f'Cannot read {marker}: ') as err:
+        preparation.prepare_dataset('Rain100H', sources, tmp_path / 'out')
+    assert len(str(err.value).splitlines()) == 1
+    assert marker.read_text() == record  # left as it was
