@@ -1,15 +1,15 @@
-"""dsmnet_arch.checkpoint and DerainModel's loading through it: untrusted files, where the weights are,
-the recorded arguments, and which training state a resumed run picks."""
-import copy
+"""dsmnet_arch.checkpoint: untrusted files, where the weights are, the recorded arguments, and atomic saving.
+
+DerainModel's loading through it: tests/models/test_derain_model.py; which training state a resumed run
+picks (compat's resume patch): tests/test_compat.py.
+"""
 import os
-import re
 import stat
 
 import pytest
 import torch
 
 import dsmnet_arch  # noqa: F401  (applies the BasicSR fixes)
-from dsmnet_arch import compat
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.checkpoint import (
     arch_from_checkpoint,
@@ -18,9 +18,6 @@ from dsmnet_arch.checkpoint import (
     load_checkpoint,
     state_dict_from_checkpoint,
 )
-from dsmnet_arch.compat import _resume_state_path
-
-import basicsr.train
 
 from conftest import TINY, tiny
 
@@ -70,18 +67,6 @@ def test_arch_record_fills_in_every_default_and_reads_back():
     for bad in ({'num_feat': 8}, {'type': 3}, 'DSMNet', {'type': 'DSMNet', 1: 2}):
         with pytest.raises(ValueError, match='Cannot use f: its "arch" entry is not a network type with arguments'):
             arch_from_checkpoint({'arch': bad}, 'f')
-
-
-def test_auto_resume_takes_the_newest_state_by_iteration(tmp_path):
-    states = tmp_path / 'experiments' / 'run' / 'training_states'
-    states.mkdir(parents=True)
-    for name in ('9.state', '10.state', '2.state', 'notes.txt', 'latest.state', '11.state.tmp'):
-        (states / name).write_bytes(b'')
-    opt = {'auto_resume': True, 'root_path': str(tmp_path), 'name': 'run', 'path': {'resume_state': None}}
-    assert _resume_state_path(opt) == os.path.join(str(states), '10.state')  # by number, not by name
-    assert _resume_state_path(dict(opt, name='other')) is None  # nothing to resume: a fresh start
-    explicit = {'auto_resume': False, 'path': {'resume_state': 'given.state'}}
-    assert _resume_state_path(explicit) == 'given.state'
 
 
 class RunsCode:
@@ -179,101 +164,6 @@ def test_atomic_save_gives_the_permissions_of_a_plainly_created_file(tmp_path, u
         os.umask(umask)
     assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == stat.S_IMODE(os.stat(tmp_path / 'plain').st_mode)
     assert stat.S_IMODE(os.stat(tmp_path / 'net.pth').st_mode) == mode  # 0o644: not mkstemp's 0o600
-
-
-@pytest.fixture
-def load_resume_state(monkeypatch):
-    """BasicSR's ``load_resume_state`` as patched by dsmnet_arch.compat, patched afresh in this process."""
-    monkeypatch.setattr(basicsr.train, 'load_resume_state', basicsr.train.load_resume_state)  # restored after
-    compat._patch_resume_state()
-    return basicsr.train.load_resume_state
-
-
-def write_state(folder, name='4.state', **content):
-    folder.mkdir(parents=True, exist_ok=True)
-    state = dict(epoch=1, iter=4, optimizers=[{'state': {0: {'step': torch.tensor(4.)}}}], schedulers=[{}])
-    torch.save({**state, **content}, folder / name)
-    return folder / name
-
-
-def resume_options(resume_state, auto_resume=False, **extra):
-    return dict(name='run', auto_resume=auto_resume, network_g={'type': 'DSMNet'}, **extra,
-                path=dict(resume_state=resume_state, pretrain_network_g='elsewhere/net_g_99.pth',
-                          param_key_g='params_ema', experiments_root='experiments/run', models='run/models'))
-
-
-def test_resume_state_given_by_a_relative_path_continues_in_its_experiment(tmp_path, monkeypatch, load_resume_state):
-    write_state(tmp_path / 'old' / 'run' / 'training_states')
-    monkeypatch.chdir(tmp_path / 'old')
-    opt = resume_options(os.path.join('run', 'training_states', '4.state'))
-    state = load_resume_state(opt)
-    assert (state['epoch'], state['iter']) == (1, 4)
-    assert state['optimizers'][0]['state'][0]['step'].device == torch.device('cpu')  # load_state_dict places it
-    experiment = str(tmp_path / 'old' / 'run')
-    assert opt['path'] == dict(resume_state=os.path.join('run', 'training_states', '4.state'),
-                               experiments_root=experiment, log=experiment, models=os.path.join(experiment, 'models'),
-                               training_states=os.path.join(experiment, 'training_states'),
-                               visualization=os.path.join(experiment, 'visualization'),
-                               pretrain_network_g=os.path.join(experiment, 'models', 'net_g_4.pth'),
-                               param_key_g='params')  # BasicSR's check_resume: the weights of iteration 4
-
-
-def test_auto_resume_loads_the_newest_state_and_records_its_path(tmp_path, load_resume_state):
-    states = tmp_path / 'experiments' / 'run' / 'training_states'
-    write_state(states, '2.state', iter=2)
-    write_state(states, '10.state', epoch=3, iter=10)
-    opt = resume_options(None, auto_resume=True, root_path=str(tmp_path))
-    state = load_resume_state(opt)
-    assert state['iter'] == 10 and opt['path']['resume_state'] == str(states / '10.state')
-    assert opt['path']['pretrain_network_g'] == str(tmp_path / 'experiments' / 'run' / 'models' / 'net_g_10.pth')
-    assert load_resume_state(resume_options(None, auto_resume=True, root_path=str(tmp_path / 'none'))) is None
-
-
-def test_no_resume_state_is_a_fresh_start(load_resume_state):
-    opt = resume_options(None)
-    before = copy.deepcopy(opt)
-    assert load_resume_state(opt) is None and opt == before
-
-
-@pytest.mark.parametrize('missing', ['epoch', 'iter', 'optimizers', 'schedulers', 'not a dict'])
-def test_a_file_that_is_not_a_training_state_is_refused_by_name(tmp_path, load_resume_state, missing):
-    if missing == 'not a dict':
-        torch.save([1, 2], tmp_path / 'x.state')
-    else:
-        state = dict(epoch=1, iter=4, optimizers=[], schedulers=[])
-        del state[missing]
-        torch.save(state, tmp_path / 'x.state')
-    message = (f'Cannot resume from {tmp_path / "x.state"}: not a BasicSR training state (expected the keys "epoch", '
-               '"iter", "optimizers", "schedulers")')
-    with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
-        load_resume_state(resume_options(str(tmp_path / 'x.state')))
-
-
-def test_exactly_the_four_keys_are_a_training_state(tmp_path, load_resume_state):
-    torch.save(dict(epoch=0, iter=7, optimizers=[], schedulers=[]), tmp_path / '7.state')
-    assert load_resume_state(resume_options(str(tmp_path / '7.state')))['iter'] == 7
-
-
-def test_auto_resume_without_root_path_looks_under_the_current_directory(tmp_path, monkeypatch):
-    (tmp_path / 'experiments' / 'run' / 'training_states').mkdir(parents=True)
-    (tmp_path / 'experiments' / 'run' / 'training_states' / '3.state').write_bytes(b'')
-    monkeypatch.chdir(tmp_path)
-    opt = {'auto_resume': True, 'name': 'run', 'path': {'resume_state': None}}
-    assert _resume_state_path(opt) == os.path.join('.', 'experiments', 'run', 'training_states', '3.state')
-
-
-def test_training_states_load_onto_the_cpu_whatever_device_saved_them(tmp_path, monkeypatch, load_resume_state):
-    """The optimizers' load_state_dict then places each tensor (Adam's step counters stay on the CPU)."""
-    write_state(tmp_path / 'run' / 'training_states')
-    calls = []
-
-    def recording_load(path, **kwargs):
-        calls.append(kwargs)
-        return load_checkpoint(path, **kwargs)
-
-    monkeypatch.setattr(compat, 'load_checkpoint', recording_load)
-    load_resume_state(resume_options(str(tmp_path / 'run' / 'training_states' / '4.state')))
-    assert calls == [{'map_location': 'cpu'}]
 
 
 def test_arch_mismatch_compares_only_a_record_of_the_same_type():
