@@ -97,8 +97,10 @@ def _set(opt, assignment):
         node[last] = value
 
 
-def build_model(options_file, overrides, seed, guard=False, device='cpu'):
-    """A DerainModel with the ``network_g`` and ``train`` sections of ``options_file`` (plus ``overrides``)."""
+def build_model(options_file, overrides, seed, guard=False, device='cpu', scale_init=()):
+    """A DerainModel with the ``network_g`` and ``train`` sections of ``options_file`` (plus ``overrides``);
+    ``scale_init``: ``(suffix, factor)`` pairs, the initial weight and bias of every module whose name ends with
+    ``suffix`` multiplied by ``factor`` (an initialisation candidate)."""
     from dsmnet_arch.models.derain_model import DerainModel
 
     with open(options_file) as f:
@@ -111,7 +113,14 @@ def build_model(options_file, overrides, seed, guard=False, device='cpu'):
     for assignment in overrides:
         _set(opt, assignment)
     torch.manual_seed(seed)
-    return DerainModel(opt), opt
+    model = DerainModel(opt)
+    with torch.no_grad():
+        for name, module in model.get_bare_model(model.net_g).named_modules():
+            for suffix, factor in scale_init:
+                if name.endswith(suffix):
+                    for param in module.parameters(recurse=False):
+                        param.mul_(factor)
+    return model, opt
 
 
 def _watch(net, trace):
@@ -173,7 +182,8 @@ def run(args, seed, train_pairs, held_out):
     """One seed on the rendered ``train_pairs``: train, record, score on ``held_out``; returns the record (also
     written as JSON under ``args.out``)."""
     os.makedirs(args.out, exist_ok=True)
-    model, opt = build_model(args.options, args.set, seed, guard=args.guard, device=args.device)
+    model, opt = build_model(args.options, args.set, seed, guard=args.guard, device=args.device,
+                             scale_init=args.scale_init)
     peaks = _watch(model.get_bare_model(model.net_g), args.trace)
     batches = random_batches(train_pairs, args.batch, args.crop, seed)
     curves = {'loss': [], 'grad_norm': [], 'mab_peak': [], 'trace': []}
@@ -199,6 +209,7 @@ def run(args, seed, train_pairs, held_out):
             break
     seconds = time.perf_counter() - start
     record = dict(label=args.label, seed=seed, options=os.path.basename(args.options), overrides=args.set,
+                  scale_init=args.scale_init,
                   guard=args.guard, batch=args.batch, crop=args.crop, iters=args.iters, done=len(curves['loss']),
                   seconds_per_iter=seconds / len(curves['loss']), diverged_at=diverged_at(curves['loss']),
                   train=opt['train'], **curves)
@@ -250,6 +261,14 @@ def summary(records):
     return '\n'.join(rows)
 
 
+def _scale_init(text):
+    suffix, _, factor = text.partition('=')
+    try:
+        return suffix, float(factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected SUFFIX=FACTOR, e.g. conv_fuse=0.1; got {text!r}') from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--options', default=os.path.join(REPO_OPTIONS, 'train_DSMNet_Rain100H.yml'),
@@ -263,6 +282,9 @@ def main(argv=None):
     parser.add_argument('--crop', type=int, default=64)
     parser.add_argument('--dead', type=float, default=1e3, help='stop a run once its loss is above this')
     parser.add_argument('--guard', action='store_true', help="keep the options file's train:guard")
+    parser.add_argument('--scale-init', action='append', default=[], type=_scale_init, metavar='SUFFIX=FACTOR',
+                        help='multiply the initial weights of the modules whose name ends with SUFFIX, e.g. '
+                        'conv_fuse=0.1 (every MAB\'s fusion convolution)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--trace', action='store_true', help='record the peak |output| of every MAB, CADB and branch')
     parser.add_argument('--keep-states', type=int, default=0, metavar='K',
