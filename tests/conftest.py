@@ -86,6 +86,25 @@ def tiny(seed):
     return DSMNet(**TINY)
 
 
+def small_dsmnet(seed=0, **overrides):
+    """tiny(seed) in eval mode, with other arguments: a DSMNet fast enough for many small runs."""
+    torch.manual_seed(seed)
+    return DSMNet(**{**TINY, **overrides}).eval()
+
+
+def smooth_image(height, width, channels=3, seed=0):
+    """A float image in [0, 1] with smooth structure and thin bright streaks (like rain)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    planes = [0.5 + 0.3 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(4, 11) + c) for c in range(channels)]
+    img = np.stack(planes, -1) + 0.3 * (((xx + 3 * yy).astype(int) % 9) == 0)[..., None]
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def to_tensor(img):
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+
+
 def randomised(net):
     """Non-trivial BatchNorm parameters and statistics, so that every term matters."""
     g = torch.Generator().manual_seed(1)

@@ -27,10 +27,10 @@ from conftest import (
     derain_model,
     randomised,
     run_entry,
+    smooth_image,
     train_options,
     write_yaml,
 )
-from test_infer import smooth_image
 
 pytestmark = [
     pytest.mark.cuda,

@@ -1,5 +1,5 @@
-"""The inference command (dsmnet_arch.infer) and the tiled forward pass behind it (dsmnet_arch.tiling)."""
-import inspect
+"""The inference command (dsmnet_arch.infer): images in and out, tiles, precision, refusals (the tiled forward pass
+behind it: tests/test_tiling.py; loading the network: tests/test_loading.py)."""
 import math
 import os
 import pickle
@@ -8,46 +8,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-import dsmnet_arch  # noqa: F401
 import dsmnet_arch.infer as infer
 import dsmnet_arch.loading as loading
-from dsmnet_arch.archs.dsmnet_arch import DSMNet, args_from_state_dict
-from dsmnet_arch.tiling import (
-    DEFAULT_OVERLAP,
-    activation_bytes_per_pixel,
-    auto_tile,
-    axis_weights,
-    count_tiles,
-    tile_side,
-    tile_starts,
-    tiled_forward,
-)
+from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.tiling import activation_bytes_per_pixel
 
-from basicsr.metrics.psnr_ssim import calculate_psnr_pt
-
-from conftest import REPO, run_entry
-
-SMALL = dict(num_feat=8, num_levels=2, num_subspaces=4)  # a DSMNet fast enough for many small runs
-
-
-def small_dsmnet(seed=0, **overrides):
-    torch.manual_seed(seed)
-    return DSMNet(**{**SMALL, **overrides}).eval()
-
-
-def smooth_image(height, width, channels=3, seed=0):
-    """A float image in [0, 1] with smooth structure and thin bright streaks (like rain)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    planes = [0.5 + 0.3 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(4, 11) + c) for c in range(channels)]
-    img = np.stack(planes, -1) + 0.3 * (((xx + 3 * yy).astype(int) % 9) == 0)[..., None]
-    return np.clip(img, 0, 1).astype(np.float32)
-
-
-def to_tensor(img):
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+from conftest import REPO, run_entry, small_dsmnet, smooth_image, to_tensor
 
 
 @pytest.fixture(scope='module')
@@ -62,90 +29,6 @@ def weights(tmp_path_factory):
 def run(args):
     """Run the command in this process; returns the exit status."""
     return infer.main([str(a) for a in args])
-
-
-# ----------------------------------------------------------------------------- tiling
-
-@pytest.mark.parametrize('length,tile,overlap', [(100, 32, 8), (33, 32, 8), (257, 64, 16), (10, 32, 8), (97, 40, 0),
-                                                 (113, 64, 16)])
-def test_tiles_cover_the_axis_with_the_overlap_and_weights_sum_to_one(length, tile, overlap):
-    tile = min(tile, length)
-    starts = tile_starts(length, tile, overlap)
-    assert starts[0] == 0 and starts[-1] + tile == length
-    steps = np.diff(starts)
-    assert (steps > 0).all() and (steps <= tile - overlap).all()
-    if len(starts) > 1:  # the fewest tiles: one less could not cover the axis with this overlap
-        assert (len(starts) - 2) * (tile - overlap) + tile < length
-    weights = axis_weights(length, tile, starts)
-    total = torch.zeros(length)
-    for start, w in zip(starts, weights):
-        assert w.shape == (tile, ) and (w >= 0).all()
-        total[start:start + tile] += w
-    torch.testing.assert_close(total, torch.ones(length))
-    # a tile's weight is 1 where no other tile reaches, in particular at the image borders
-    assert weights[0][0] == 1 and weights[-1][-1] == 1
-
-
-@pytest.mark.parametrize('size,tile,overlap,batch', [((7, 5), 16, 4, 1), ((37, 53), 16, 4, 3), ((64, 64), 24, 8, 2),
-                                                     ((40, 9), 16, 0, 5)])
-def test_tiled_forward_of_a_pointwise_model_equals_the_whole_image(size, tile, overlap, batch):
-    # with no spatial context, every tile computes exactly the whole image's values: only the blending shows
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 2, 1)
-    x = torch.rand(2, 3, *size)
-    calls = []
-    with torch.no_grad():
-        expected = model(x)
-    out = tiled_forward(model, x, tile, overlap, batch_size=batch, progress=calls.append)
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
-    tiles = count_tiles(*size, tile, overlap)
-    assert sum(calls) == 2 * tiles and max(calls) <= batch
-    assert tiles == len(tile_starts(size[0], min(tile, size[0]), overlap)) * len(
-        tile_starts(size[1], min(tile, size[1]), overlap))
-
-
-def test_tiled_dsmnet_matches_the_whole_image_at_the_default_overlap():
-    # DSMNet's channel attention pools over the whole input and its subspace attention normalises
-    # over all positions, so tiles cannot be exact; the documented tolerance is >= 40 dB
-    model = small_dsmnet(num_levels=3)
-    tile = 2 * DEFAULT_OVERLAP + 32
-    x = to_tensor(smooth_image(tile + 37, tile + 53))  # odd sizes, 2 x 2 tiles
-    with torch.no_grad():
-        whole = model(x)
-    tiled = tiled_forward(model, x, tile, DEFAULT_OVERLAP, batch_size=3, multiple=4)
-    assert count_tiles(*x.shape[-2:], tile, DEFAULT_OVERLAP, multiple=4) == 4
-    assert calculate_psnr_pt(tiled.clamp(0, 1), whole.clamp(0, 1), crop_border=0).item() >= 40
-    # the model does change the image, so the agreement is not trivial
-    assert calculate_psnr_pt(whole.clamp(0, 1), x, crop_border=0).item() < 35
-    torch.testing.assert_close(tiled_forward(model, x, tile, DEFAULT_OVERLAP, multiple=4), tiled, atol=1e-5, rtol=1e-5)
-
-
-def test_tile_sides_keep_the_remainder_of_the_models_padding_multiple():
-    assert [tile_side(96, length, 8) for length in (133, 136, 90, 97)] == [93, 96, 90, 89]
-    assert tile_side(None, 50, 8) == 50 and tile_side(96, 133) == 96
-
-
-def test_tile_must_exceed_twice_the_overlap():
-    with pytest.raises(ValueError, match='Tile size 16 must exceed twice the tile overlap 8'):
-        tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 40, 40), 16, 8)
-    # a tile as large as the image needs no overlap
-    assert tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 10, 12), 16, 8).shape == (1, 3, 10, 12)
-
-
-def test_activation_memory_is_measured_per_pixel():
-    # conv 3 -> 16 -> 16: the peak holds both 16-channel float maps, 2 * 16 * 4 bytes per pixel
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1))
-    assert activation_bytes_per_pixel(model) == pytest.approx(2 * 16 * 4)
-    with torch.autocast('cpu', dtype=torch.bfloat16):  # bf16 maps; the bf16 copies of the weights are not per pixel
-        assert activation_bytes_per_pixel(model) == pytest.approx(2 * 16 * 2)
-
-
-def test_auto_tile_fits_the_budget():
-    assert auto_tile(1000, 100, 100, budget=1e7) is None  # the whole image fits
-    side = auto_tile(1000, 4000, 3000, budget=1e9, batch_size=2)
-    assert side % 32 == 0 and 2 * side**2 * 1000 <= 1e9 < 2 * (side + 32)**2 * 1000
-    with pytest.raises(MemoryError, match='Not enough free memory for even a 96x96 tile'):
-        auto_tile(1000, 4000, 3000, budget=1e6, overlap=32)
 
 
 # ----------------------------------------------------------------------------- images in and out
@@ -383,118 +266,6 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     with open(evil, 'rb') as f:  # the file is really malicious: a plain unpickler runs the code
         torch.load(f, weights_only=False, pickle_module=pickle)['params'].close()
     assert marker.exists()
-
-
-def test_files_that_are_not_dsmnet_weights_are_refused(tmp_path):
-    text = tmp_path / 'notes.pth'
-    text.write_text('hello')
-    with pytest.raises(ValueError, match=f'Cannot load checkpoint {text}'):
-        loading.build_model(str(text))
-    optimizer_state = tmp_path / 'state.pth'
-    torch.save({'iter': 3, 'optimizers': [{'lr': 0.1}]}, optimizer_state)
-    with pytest.raises(ValueError, match=f'Cannot use {optimizer_state}: expected a state dict of tensors'):
-        loading.build_model(str(optimizer_state))
-    other = tmp_path / 'other.pth'
-    torch.save(torch.nn.Conv2d(3, 3, 3).state_dict(), other)
-    with pytest.raises(ValueError, match=f'Weights in {other} are not DSMNet weights'):
-        loading.build_model(str(other))
-
-
-def test_params_ema_is_preferred_and_bare_state_dicts_load(tmp_path):
-    ema, plain = small_dsmnet(seed=1).state_dict(), small_dsmnet(seed=2).state_dict()
-    cases = {'both.pth': {'params': plain, 'params_ema': ema}, 'params.pth': {'params': plain},
-             'bare.pth': ema, 'ddp.pth': {'params': {f'module.{k}': v for k, v in plain.items()}}}
-    for name, content in cases.items():
-        torch.save(content, tmp_path / name)
-    expected = {'both.pth': ema, 'params.pth': plain, 'bare.pth': ema, 'ddp.pth': plain}
-    for name, state in expected.items():
-        loaded = loading.build_model(str(tmp_path / name)).state_dict()
-        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state), name
-
-
-VARIANTS = [
-    dict(),
-    dict(num_feat=12, num_levels=3, num_subspaces=4, reduction=3),
-    dict(num_levels=4, kernel_sizes=(5, 1, 3), dilated=True, attention='ca+sp', level_dense=False),
-    dict(num_levels=3, kernel_sizes=(3, 7), attention='sa', level_down=False),
-    dict(num_levels=3, attention='sp', level_up=False, level_down=False, level_dense=False),
-    dict(num_levels=1, attention='sp+sa', num_subspaces=8),
-]
-
-
-@pytest.mark.parametrize('variant', VARIANTS, ids=[str(i) for i in range(len(VARIANTS))])
-def test_arguments_inferred_from_the_weights_match_the_options_file(tmp_path, variant):
-    args = {**SMALL, **variant}
-    args = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
-    model = small_dsmnet(**variant)
-    torch.save({'params': model.state_dict()}, tmp_path / 'w.pth')
-    opt = tmp_path / 'train.yml'
-    opt.write_text(yaml.safe_dump({'name': 'x', 'network_g': {'type': 'DSMNet', **args}}))
-    x = to_tensor(smooth_image(24, 20))
-    with torch.no_grad():
-        expected = model(x)
-        for built in (loading.build_model(str(tmp_path / 'w.pth')), loading.build_model(str(tmp_path / 'w.pth'), opt)):
-            torch.testing.assert_close(built(x), expected)
-    inferred = args_from_state_dict(model.state_dict())
-    defaults = {k: p.default for k, p in inspect.signature(DSMNet).parameters.items()}
-    for key, value in inferred.items():  # whatever the keys tell is right
-        assert np.array_equal(np.atleast_1d(value), np.atleast_1d(args.get(key, defaults[key]))), key
-
-
-def test_the_checkpoints_record_of_the_arguments_builds_the_variant(tmp_path):
-    """Table 5's variants have the same weights: the recorded arguments (or --opt) tell them apart."""
-    model = small_dsmnet(mab_variant='M3', level_dense=False)
-    record = {'type': 'DSMNet', **SMALL, 'mab_variant': 'M3', 'level_dense': False}
-    torch.save({'params': model.state_dict(), 'arch': record}, tmp_path / 'w.pth')
-    torch.save({'params': model.state_dict()}, tmp_path / 'bare.pth')
-    opt = tmp_path / 'train.yml'
-    opt.write_text(yaml.safe_dump({'network_g': record}))
-    x = to_tensor(smooth_image(20, 20))
-    with torch.no_grad():
-        expected = model(x)
-        for built in (loading.build_model(str(tmp_path / 'w.pth')),
-                      loading.build_model(str(tmp_path / 'bare.pth'), opt)):
-            assert [m.across_up for m in built.mab.values()] == [False] * len(built.mab)
-            torch.testing.assert_close(built(x), expected)
-        read_off = loading.build_model(str(tmp_path / 'bare.pth'))  # no record: the weights' reading, M5
-        assert all(m.across_up for m in read_off.mab.values())
-        assert (read_off(x) - expected).abs().max() > 1e-4
-    torch.save({'params': model.state_dict(), 'arch': {'type': 'MSRResNet', 'num_feat': 8}}, tmp_path / 'other.pth')
-    with pytest.raises(ValueError, match='other.pth holds the weights of a MSRResNet, not of a DSMNet'):
-        loading.build_model(str(tmp_path / 'other.pth'))
-    torch.save({'params': model.state_dict(), 'arch': ['DSMNet']}, tmp_path / 'bad.pth')
-    with pytest.raises(ValueError, match='bad.pth: its "arch" entry is not a network type with arguments'):
-        loading.build_model(str(tmp_path / 'bad.pth'))
-    torch.save({'params': model.state_dict(), 'arch': {**record, 'num_feats': 8}}, tmp_path / 'unknown.pth')
-    with pytest.raises(ValueError, match='Unknown DSMNet arguments in the arguments saved in .*unknown.pth: num_feats'):
-        loading.build_model(str(tmp_path / 'unknown.pth'))
-
-
-@pytest.mark.parametrize('name', ['default', 'no_links'])
-def test_weights_saved_by_version_0_1_load_and_give_the_same_output(name):
-    """Files written by dsmnet_arch 0.1.0, before Table 5 moved into the MAB (tests/fixtures/README.md)."""
-    data = os.path.join(REPO, 'tests', 'fixtures')
-    reference = torch.load(os.path.join(data, 'dsmnet_v0.1_outputs.pt'), weights_only=True)
-    model = loading.build_model(os.path.join(data, f'dsmnet_v0.1_{name}.pth'))
-    assert model.level_up == (name == 'default') and all(m.dense_fusion for m in model.mab.values())
-    with torch.no_grad():
-        torch.testing.assert_close(model(reference['input']), reference[name], rtol=1e-5, atol=1e-6)
-
-
-def test_options_that_do_not_fit_the_weights_are_named(tmp_path):
-    torch.save({'params': small_dsmnet().state_dict()}, tmp_path / 'w.pth')
-    opt = tmp_path / 'train.yml'
-    opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', **SMALL, 'num_feat': 16, 'reduction': 2}}))
-    with pytest.raises(ValueError) as err:
-        loading.build_model(str(tmp_path / 'w.pth'), str(opt))
-    assert str(err.value) == (f'Weights in {tmp_path / "w.pth"} do not fit DSMNet(network_g of {opt}): '
-                              'num_feat=16 vs 8 in the weights; reduction=2 vs 4 in the weights')
-    opt.write_text(yaml.safe_dump({'network_g': {'type': 'MSRResNet', 'num_feat': 8}}))
-    with pytest.raises(ValueError, match='network_g must be a section with "type: DSMNet", got type .MSRResNet.'):
-        loading.build_model(str(tmp_path / 'w.pth'), str(opt))
-    opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', 'num_feats': 8}}))
-    with pytest.raises(ValueError, match='Unknown DSMNet arguments in network_g of .*: num_feats'):
-        loading.build_model(str(tmp_path / 'w.pth'), str(opt))
 
 
 def test_a_small_tile_without_an_overlap_gets_the_largest_that_fits(tmp_path, weights, capsys):

@@ -1,14 +1,30 @@
 """dsmnet_arch.tiling against hand-computed values: the blending ramps, tile counts, the memory probe
-and the free-memory readings behind ``--tile auto`` (the tiled forward pass itself: tests/test_infer.py)."""
+and the free-memory readings behind ``--tile auto``, and the tiled forward pass against the whole image."""
 import io
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from dsmnet_arch import tiling
-from dsmnet_arch.tiling import _PeakTensorMemory, auto_tile, axis_weights, count_tiles, free_memory, tile_starts
+from dsmnet_arch.tiling import (
+    DEFAULT_OVERLAP,
+    _PeakTensorMemory,
+    activation_bytes_per_pixel,
+    auto_tile,
+    axis_weights,
+    count_tiles,
+    free_memory,
+    tile_side,
+    tile_starts,
+    tiled_forward,
+)
+
+from basicsr.metrics.psnr_ssim import calculate_psnr_pt
+
+from conftest import small_dsmnet, smooth_image, to_tensor
 
 
 def test_two_tiles_crossfade_with_the_raised_cosine_values():
@@ -158,3 +174,85 @@ def test_free_memory_on_cuda_counts_the_cached_blocks(monkeypatch):
 
 def test_free_memory_of_this_machine():
     assert free_memory('cpu') > 0
+
+
+@pytest.mark.parametrize('length,tile,overlap', [(100, 32, 8), (33, 32, 8), (257, 64, 16), (10, 32, 8), (97, 40, 0),
+                                                 (113, 64, 16)])
+def test_tiles_cover_the_axis_with_the_overlap_and_weights_sum_to_one(length, tile, overlap):
+    tile = min(tile, length)
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + tile == length
+    steps = np.diff(starts)
+    assert (steps > 0).all() and (steps <= tile - overlap).all()
+    if len(starts) > 1:  # the fewest tiles: one less could not cover the axis with this overlap
+        assert (len(starts) - 2) * (tile - overlap) + tile < length
+    weights = axis_weights(length, tile, starts)
+    total = torch.zeros(length)
+    for start, w in zip(starts, weights):
+        assert w.shape == (tile, ) and (w >= 0).all()
+        total[start:start + tile] += w
+    torch.testing.assert_close(total, torch.ones(length))
+    # a tile's weight is 1 where no other tile reaches, in particular at the image borders
+    assert weights[0][0] == 1 and weights[-1][-1] == 1
+
+
+@pytest.mark.parametrize('size,tile,overlap,batch', [((7, 5), 16, 4, 1), ((37, 53), 16, 4, 3), ((64, 64), 24, 8, 2),
+                                                     ((40, 9), 16, 0, 5)])
+def test_tiled_forward_of_a_pointwise_model_equals_the_whole_image(size, tile, overlap, batch):
+    # with no spatial context, every tile computes exactly the whole image's values: only the blending shows
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 1)
+    x = torch.rand(2, 3, *size)
+    calls = []
+    with torch.no_grad():
+        expected = model(x)
+    out = tiled_forward(model, x, tile, overlap, batch_size=batch, progress=calls.append)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    tiles = count_tiles(*size, tile, overlap)
+    assert sum(calls) == 2 * tiles and max(calls) <= batch
+    assert tiles == len(tile_starts(size[0], min(tile, size[0]), overlap)) * len(
+        tile_starts(size[1], min(tile, size[1]), overlap))
+
+
+def test_tiled_dsmnet_matches_the_whole_image_at_the_default_overlap():
+    # DSMNet's channel attention pools over the whole input and its subspace attention normalises
+    # over all positions, so tiles cannot be exact; the documented tolerance is >= 40 dB
+    model = small_dsmnet(num_levels=3)
+    tile = 2 * DEFAULT_OVERLAP + 32
+    x = to_tensor(smooth_image(tile + 37, tile + 53))  # odd sizes, 2 x 2 tiles
+    with torch.no_grad():
+        whole = model(x)
+    tiled = tiled_forward(model, x, tile, DEFAULT_OVERLAP, batch_size=3, multiple=4)
+    assert count_tiles(*x.shape[-2:], tile, DEFAULT_OVERLAP, multiple=4) == 4
+    assert calculate_psnr_pt(tiled.clamp(0, 1), whole.clamp(0, 1), crop_border=0).item() >= 40
+    # the model does change the image, so the agreement is not trivial
+    assert calculate_psnr_pt(whole.clamp(0, 1), x, crop_border=0).item() < 35
+    torch.testing.assert_close(tiled_forward(model, x, tile, DEFAULT_OVERLAP, multiple=4), tiled, atol=1e-5, rtol=1e-5)
+
+
+def test_tile_sides_keep_the_remainder_of_the_models_padding_multiple():
+    assert [tile_side(96, length, 8) for length in (133, 136, 90, 97)] == [93, 96, 90, 89]
+    assert tile_side(None, 50, 8) == 50 and tile_side(96, 133) == 96
+
+
+def test_tile_must_exceed_twice_the_overlap():
+    with pytest.raises(ValueError, match='Tile size 16 must exceed twice the tile overlap 8'):
+        tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 40, 40), 16, 8)
+    # a tile as large as the image needs no overlap
+    assert tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 10, 12), 16, 8).shape == (1, 3, 10, 12)
+
+
+def test_activation_memory_is_measured_per_pixel():
+    # conv 3 -> 16 -> 16: the peak holds both 16-channel float maps, 2 * 16 * 4 bytes per pixel
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1))
+    assert activation_bytes_per_pixel(model) == pytest.approx(2 * 16 * 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # bf16 maps; the bf16 copies of the weights are not per pixel
+        assert activation_bytes_per_pixel(model) == pytest.approx(2 * 16 * 2)
+
+
+def test_auto_tile_fits_the_budget():
+    assert auto_tile(1000, 100, 100, budget=1e7) is None  # the whole image fits
+    side = auto_tile(1000, 4000, 3000, budget=1e9, batch_size=2)
+    assert side % 32 == 0 and 2 * side**2 * 1000 <= 1e9 < 2 * (side + 32)**2 * 1000
+    with pytest.raises(MemoryError, match='Not enough free memory for even a 96x96 tile'):
+        auto_tile(1000, 4000, 3000, budget=1e6, overlap=32)
