@@ -1,4 +1,5 @@
-"""dsmnet_arch.utils.keep_freed_memory: large tensors come from the reusable heap, not fresh mmaps."""
+"""dsmnet_arch.utils.keep_freed_memory: large tensors come from the reusable heap, not fresh mmaps (utils.atomic_write,
+through checkpoint.atomic_save: tests/test_checkpoint.py)."""
 import platform
 import sys
 
