@@ -31,6 +31,7 @@ def test_basicsrs_model_classes_are_left_as_basicsr_wrote_them():
     assert SRModel.test.__module__ == 'basicsr.models.sr_model'
 
 
+@pytest.mark.slow  # a fresh interpreter importing BasicSR: 14 s on 2 cores
 def test_importing_the_architecture_file_alone_changes_no_model():
     code = ('import dsmnet_arch.archs.dsmnet_arch; from basicsr.models.sr_model import SRModel; '
             'from basicsr.models.base_model import BaseModel; '
@@ -46,6 +47,7 @@ def test_exactly_the_documented_functions_are_replaced():
     assert basicsr.train.load_resume_state.__module__ == dist_util._init_dist_pytorch.__module__ == 'dsmnet_arch.compat'
 
 
+@pytest.mark.slow  # two fresh interpreters importing BasicSR: 15 s
 def test_without_the_functional_tensor_alias_basicsr_does_not_import():
     import torchvision.transforms
     if os.path.exists(os.path.join(os.path.dirname(torchvision.transforms.__file__), 'functional_tensor.py')):

@@ -163,6 +163,7 @@ def test_auto_tile_is_sized_from_the_gpus_free_memory(tmp_path, small_weights):
     assert np.abs(auto - whole).max() <= 1  # one pass over the whole image both times (cuDNN may round otherwise)
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_torchrun_on_nccl_with_one_process_per_gpu(tmp_path, toy_data):
     """dsmnet_arch/train.py --launcher pytorch under torchrun, nccl, as many processes as GPUs: the weights
     are equal on all ranks and in the checkpoint, and lie on each rank's GPU."""
@@ -216,6 +217,7 @@ def _train(tmp_path, args):
     return json.load(open(tmp_path / 'devices.json')), proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # two trainings in subprocesses
 @pytest.mark.parametrize('first,then', [('cpu', 'cuda'), ('cuda', 'cpu')])
 def test_a_training_state_resumes_on_the_other_device(tmp_path, toy_data, first, then):
     """2 iterations on one device, --auto_resume on the other to 4: weights, Adam's moments on the new
@@ -232,6 +234,7 @@ def test_a_training_state_resumes_on_the_other_device(tmp_path, toy_data, first,
     assert (tmp_path / 'experiments' / 'move' / 'models' / 'net_g_4.pth').exists()
 
 
+@pytest.mark.slow  # two trainings in subprocesses
 def test_fp16_scaler_state_is_saved_and_resumed(tmp_path, toy_data):
     (tmp_path / 'runner.py').write_text(RUNNER)
     yml = write_yaml(tmp_path / 'fp16.yml', train_options(toy_data, name='fp16', total_iter=2, num_gpu=1, amp='fp16'))
@@ -246,6 +249,7 @@ def test_fp16_scaler_state_is_saved_and_resumed(tmp_path, toy_data):
     assert 'grad_scale: ' in output
 
 
+@pytest.mark.slow  # inductor compiles for the GPU
 def test_compiled_training_on_cuda_follows_eager():
     """train: compile: true with inductor on the GPU (the smallest DSMNet, to keep compiling short)."""
     models = {name: derain_model(num_gpu=1, network=MINIMAL, compile=name == 'compiled')

@@ -60,6 +60,7 @@ def onnx_runner(path):
     return lambda batch: torch.from_numpy(session.run(None, {'input': batch.numpy()})[0])
 
 
+@pytest.mark.slow  # the module fixture exports in a subprocess: 6 s
 def test_onnx_matches_pytorch_on_odd_and_even_sizes(exported):
     weights, onnx_path = exported
     model, run = build_model(str(weights)), onnx_runner(onnx_path)
@@ -84,6 +85,7 @@ def test_onnx_matches_pytorch_on_odd_and_even_sizes(exported):
     assert metadata['source_weights'] == 'net_g_latest.pth'
 
 
+@pytest.mark.slow  # the same export, if it runs first
 def test_tiled_onnx_equals_tiled_pytorch(exported):
     weights, onnx_path = exported
     model = build_model(str(weights))

@@ -138,6 +138,7 @@ def test_odd_tiny_images(tmp_path, weights, height, width, tiling):
         assert error.max() <= 1.01
 
 
+@pytest.mark.slow  # the command in a subprocess: 5 s
 def test_corrupt_file_is_skipped_by_name_and_the_exit_status_is_1(tmp_path, weights):
     path, _ = weights
     folder = tmp_path / 'photos'
@@ -366,6 +367,7 @@ def test_max_pixels_is_read_off_the_header_before_decoding(tmp_path):
         infer.read_image(tmp_path / 'huge.png')
 
 
+@pytest.mark.slow  # graph capture: 3 s
 def test_derain_command_compile_flag(tmp_path, monkeypatch):
     """--compile runs the tiles through torch.compile (here with the aot_eager backend) with equal results."""
     compiled = []

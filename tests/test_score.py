@@ -162,6 +162,7 @@ def test_progress_bar_names_the_set(tmp_path, capsys):
     assert 'Rain100L: 100%' in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess: 5 s
 def test_runs_as_a_module(tmp_path):
     results, targets = make_set(tmp_path, (1, ))
     proc = subprocess.run([sys.executable, '-m', 'dsmnet_arch.score', results, targets, '--protocol', 'rcdnet'],

@@ -7,8 +7,11 @@ import pytest
 
 from conftest import REPO, run_entry
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc',
-                                reason='glibc malloc on Linux only')
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc',
+                       reason='glibc malloc on Linux only'),
+    pytest.mark.slow,  # each test allocates in fresh interpreters: 5 to 8 s
+]
 
 # Allocates 64 MiB twice and prints whether the second block lies in the brk heap ("[heap]" in
 # /proc/self/maps) or in a mapping of its own, and what keep_freed_memory returned.

@@ -463,6 +463,7 @@ def test_complexity_counts_every_convolution_once():
     assert script.complexity(24, num_feat=16) == (count(net), sum(recorded.macs))
 
 
+@pytest.mark.slow  # counts the FLOPs of every variant: 6 s
 def test_complexity_table_lists_every_variant(capsys):
     load_script('model_complexity').main(['--size', '16', '--num-feat', '16'])
     lines = capsys.readouterr().out.splitlines()

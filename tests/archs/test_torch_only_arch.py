@@ -2,11 +2,14 @@
 import os
 import textwrap
 
+import pytest
 import torch
 
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 
 from conftest import REPO, run_entry
+
+pytestmark = pytest.mark.slow  # each test runs the architecture file in a fresh interpreter
 
 ARCH_FILE = os.path.join(REPO, 'dsmnet_arch', 'archs', 'dsmnet_arch.py')
 NETWORK = dict(num_feat=8, num_levels=3, num_subspaces=4)

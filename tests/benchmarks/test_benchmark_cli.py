@@ -10,6 +10,7 @@ from dsmnet_arch.benchmarks.reference import MEMORY_FORMATS, spec_flops
 from dsmnet_arch.tiling import count_tiles
 
 
+@pytest.mark.slow  # every measurement, a BasicSR training among them: 14 s
 def test_quick_run_writes_json_and_table(tmp_path, capsys):
     path = tmp_path / 'out' / 'bench.json'
     main(['--quick', '--repeats', '1', '--json', str(path)])

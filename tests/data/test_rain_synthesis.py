@@ -167,6 +167,7 @@ def test_bad_input_messages():
         synthesize_rain(np.zeros(8, np.uint8), 'light')
 
 
+@pytest.mark.slow  # the script in a subprocess: 4 s
 def test_synthesize_rain_script(tmp_path, monkeypatch, capsys):
     clean_dir, rainy_dir = tmp_path / 'clean', tmp_path / 'rainy'
     clean_dir.mkdir()

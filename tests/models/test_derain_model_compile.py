@@ -21,6 +21,7 @@ from conftest import NETWORK, batch, derain_model, randomised
 NO_COMPILER = not any(shutil.which(cxx) for cxx in ('g++', 'c++', 'clang++'))
 
 
+@pytest.mark.slow  # inductor compiles C++: about 40 s without its cache
 @pytest.mark.skipif(NO_COMPILER, reason='torch.compile (inductor) on the CPU needs a C++ compiler; none on PATH')
 def test_inductor_training_step_equals_eager():
     """Outputs, every parameter's gradient and the BatchNorm statistics, in one graph (fullgraph)."""
@@ -39,6 +40,7 @@ def test_inductor_training_step_equals_eager():
         assert torch.allclose(b.float(), c.float(), atol=1e-6), key
 
 
+@pytest.mark.slow  # graph capture of two models: 5 s
 def test_compiled_derain_model_trains_as_eager_and_saves_plain_weights(tmp_path):
     """train: compile: the whole network in one graph, the same losses as eager, and checkpoints that an
     eager DSMNet loads (no ``_orig_mod.`` prefix)."""

@@ -1,6 +1,8 @@
 """dsmnet_arch.reproduction.estimate: --dry-run --time-estimate times each network once, on a small image."""
 import re
 
+import pytest
+
 from dsmnet_arch.reproduction import estimate
 from dsmnet_arch.reproduction.cli import main
 
@@ -8,6 +10,7 @@ from conftest import DOWNLOAD_H, DOWNLOAD_W, REPRODUCE_EXPERIMENTS
 from test_reproduction_cli import dry_run_argv
 
 
+@pytest.mark.slow  # times 12 networks: 4 s
 def test_time_estimate_times_each_network_once(tmp_path, capsys, monkeypatch):
     # time a small test image: seconds, not minutes
     monkeypatch.setattr(estimate, 'ESTIMATE_IMAGE', (DOWNLOAD_H, DOWNLOAD_W))

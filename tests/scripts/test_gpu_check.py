@@ -10,6 +10,7 @@ import torch
 from conftest import REPO, load_script
 
 
+@pytest.mark.slow  # the script in a shell, its checks in subprocesses: 7 s
 @pytest.mark.skipif(torch.cuda.is_available(), reason='with a GPU the script runs the whole check')
 def test_without_cuda_the_check_stops_with_one_message(tmp_path):
     """With an interpreter that has everything (this one), nothing is installed and the check ends cleanly."""
