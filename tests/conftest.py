@@ -1,4 +1,10 @@
-"""Shared fixtures: small generated paired data and BasicSR options for end-to-end runs."""
+"""Helpers shared by the test files: generated images and paired data, small networks and DerainModels, BasicSR
+options and in-process pipelines, training scripts for subprocess runs, a BasicSR clone, the reproduction's data.
+
+Test files import them with ``from conftest import ...`` (pytest.ini puts tests/ on sys.path), from any folder.
+A helper that test files of more than one folder use lives here; test files of one folder may also import
+from each other (tests/preparation/, tests/reproduction/).
+"""
 import copy
 import importlib.util
 import io
@@ -30,6 +36,24 @@ torch.set_num_threads(1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def load_script(name):
+    """Import ``scripts/<name>.py`` as a module (the scripts are not a package), to call its functions."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_entry(args, cwd, env=None, timeout=600):
+    """Run ``python <args>`` in ``cwd`` and return the completed process (output captured)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# -------------------- Images and paired data
+
 def write_pairs(folder, count, size=32, seed=0, prefix='img'):
     """Write ``count`` PNG pairs to ``folder/{input,target}`` with the same names on both sides.
 
@@ -60,6 +84,48 @@ def rainy_image(height=72, width=96, seed=0):
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
+def smooth_image(height, width, channels=3, seed=0):
+    """A float image in [0, 1] with smooth structure and thin bright streaks (like rain)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    planes = [0.5 + 0.3 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(4, 11) + c) for c in range(channels)]
+    img = np.stack(planes, -1) + 0.3 * (((xx + 3 * yy).astype(int) % 9) == 0)[..., None]
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def to_tensor(img):
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+
+
+def rainy_pair(size=32):
+    """One clean image and the same image with bright diagonal streaks."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
+    clean = torch.stack([0.4 + 0.2 * torch.sin(xx / 4), 0.5 + 0.2 * torch.cos(yy / 5), 0.3 + 0.001 * xx * yy / 4])
+    rainy = (clean + 0.4 * ((xx + 2 * yy) % 6 == 0)).clamp(0, 1)
+    return rainy[None], clean[None]
+
+
+def write_photos(folder, sizes, seed=0):
+    """Smooth noise photos ``photo<i>.png`` of the given (h, w) sizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(folder / f'photo{i}.png'),
+                    cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (5, 5), 2))
+    return folder
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    """Four 32x32 training pairs and two validation pairs."""
+    root = tmp_path / 'toy'
+    write_pairs(str(root / 'train'), 4, seed=1)
+    write_pairs(str(root / 'val'), 2, seed=2, prefix='val')
+    return str(root)
+
+
+# -------------------- Small networks and DerainModels built in the test process
+
 def small_network(**overrides):
     """A DSMNet small enough to train for a few iterations in seconds on a CPU."""
     net = dict(type='DSMNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=2, num_subspaces=4)
@@ -75,8 +141,6 @@ SYNC_BN_OPT = dict(name='sync_bn', model_type='DerainModel', scale=1, is_train=T
                    train=dict(optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.999]),
                               scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5),
                               pixel_opt=dict(type='MSESSIMLoss', loss_weight=1.0, ssim_weight=0.2)))
-
-
 #: The arguments of a small DSMNet, and one built from a seed.
 TINY = dict(num_feat=8, num_levels=2, num_subspaces=4)
 
@@ -90,19 +154,6 @@ def small_dsmnet(seed=0, **overrides):
     """tiny(seed) in eval mode, with other arguments: a DSMNet fast enough for many small runs."""
     torch.manual_seed(seed)
     return DSMNet(**{**TINY, **overrides}).eval()
-
-
-def smooth_image(height, width, channels=3, seed=0):
-    """A float image in [0, 1] with smooth structure and thin bright streaks (like rain)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    planes = [0.5 + 0.3 * np.sin(xx / rng.uniform(3, 9) + yy / rng.uniform(4, 11) + c) for c in range(channels)]
-    img = np.stack(planes, -1) + 0.3 * (((xx + 3 * yy).astype(int) % 9) == 0)[..., None]
-    return np.clip(img, 0, 1).astype(np.float32)
-
-
-def to_tensor(img):
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
 
 
 def randomised(net):
@@ -136,14 +187,6 @@ def channels_last_by_block(net, x):
     return formats
 
 
-def rainy_pair(size=32):
-    """One clean image and the same image with bright diagonal streaks."""
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
-    clean = torch.stack([0.4 + 0.2 * torch.sin(xx / 4), 0.5 + 0.2 * torch.cos(yy / 5), 0.3 + 0.001 * xx * yy / 4])
-    rainy = (clean + 0.4 * ((xx + 2 * yy) % 6 == 0)).clamp(0, 1)
-    return rainy[None], clean[None]
-
-
 def derain_model(num_gpu=0, training_states=None, network=NETWORK, **train_options):
     """A DerainModel with a small DSMNet (``network``) and Adam, built as BasicSR's trainer builds it (the tests of
     mixed precision, compile and the training step, and the GPU suite)."""
@@ -162,6 +205,8 @@ def batch(device='cpu'):
     rainy, clean = rainy_pair(size=32)
     return {'lq': torch.cat([rainy, rainy.flip(-1)]).to(device), 'gt': torch.cat([clean, clean.flip(-1)]).to(device)}
 
+
+# -------------------- BasicSR options, and BasicSR's pipelines in the test process
 
 def paired_dataset(name, root, phase):
     opt = dict(name=name, type='PairedImageDataset', dataroot_gt=os.path.join(root, 'target'),
@@ -208,32 +253,18 @@ def eval_options(data_root, weights, name='cycle_test', num_gpu=0):
     )
 
 
-def make_clone(root):
-    """A BasicSR clone as git leaves it: basicsr/ (the installed package's files), options/, VERSION."""
-    clone = root / 'BasicSR'
-    shutil.copytree(os.path.dirname(basicsr.__file__), clone / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
-    (clone / 'options' / 'train' / 'SRResNet_SRGAN').mkdir(parents=True)
-    (clone / 'options' / 'train' / 'SRResNet_SRGAN' / 'train_MSRResNet_x4.yml').write_text('name: MSRResNet_x4\n')
-    (clone / 'VERSION').write_text('1.4.2\n')
-    return clone
-
-
-def snapshot(clone, skip=()):
-    """Every folder, file (its bytes) and symbolic link (its target) under ``clone``, except in ``skip`` folders."""
-    entries = {}
-    for folder, dirs, files in os.walk(clone):
-        dirs[:] = [d for d in dirs if d not in skip]
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, clone)
-            if os.path.islink(path):
-                entries[rel] = ('link', os.readlink(path))
-            elif os.path.isdir(path):
-                entries[rel] = ('folder', )
-            else:
-                with open(path, 'rb') as f:
-                    entries[rel] = ('file', f.read())
-    return entries
+def real_rain_options(tmp_path, photos):
+    """Options of a RealRainModel test run on ``photos`` with a tiny random-weight DSMNet saved under ``tmp_path``."""
+    net = small_network()
+    args = {k: v for k, v in net.items() if k != 'type'}
+    weights = tmp_path / 'weights' / 'net_g.pth'
+    weights.parent.mkdir()
+    torch.save({'params': DSMNet(**args).state_dict()}, weights)
+    return dict(name='real', model_type='RealRainModel', scale=1, num_gpu=0, manual_seed=0,
+                datasets=dict(test_1=dict(name='photos', type='SingleImageDataset', dataroot_lq=str(photos),
+                                          io_backend=dict(type='disk'))),
+                network_g=net, path=dict(pretrain_network_g=str(weights), param_key_g='params', strict_load_g=True),
+                val=dict(save_img=True, suffix=None, metrics=dict(niqe=dict(type='calculate_niqe', crop_border=0))))
 
 
 def write_yaml(path, opt):
@@ -300,54 +331,7 @@ def run_train(monkeypatch, capsys, tmp_path, opt, *extra_args):
     return exc.value.code, capsys.readouterr().err
 
 
-def write_photos(folder, sizes, seed=0):
-    """Smooth noise photos ``photo<i>.png`` of the given (h, w) sizes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i, (h, w) in enumerate(sizes):
-        cv2.imwrite(str(folder / f'photo{i}.png'),
-                    cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (5, 5), 2))
-    return folder
-
-
-def real_rain_options(tmp_path, photos):
-    """Options of a RealRainModel test run on ``photos`` with a tiny random-weight DSMNet saved under ``tmp_path``."""
-    net = small_network()
-    args = {k: v for k, v in net.items() if k != 'type'}
-    weights = tmp_path / 'weights' / 'net_g.pth'
-    weights.parent.mkdir()
-    torch.save({'params': DSMNet(**args).state_dict()}, weights)
-    return dict(name='real', model_type='RealRainModel', scale=1, num_gpu=0, manual_seed=0,
-                datasets=dict(test_1=dict(name='photos', type='SingleImageDataset', dataroot_lq=str(photos),
-                                          io_backend=dict(type='disk'))),
-                network_g=net, path=dict(pretrain_network_g=str(weights), param_key_g='params', strict_load_g=True),
-                val=dict(save_img=True, suffix=None, metrics=dict(niqe=dict(type='calculate_niqe', crop_border=0))))
-
-
-def load_script(name):
-    """Import ``scripts/<name>.py`` as a module (the scripts are not a package), to call its functions."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_entry(args, cwd, env=None, timeout=600):
-    """Run ``python <args>`` in ``cwd`` and return the completed process (output captured)."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-@pytest.fixture
-def toy_data(tmp_path):
-    """Four 32x32 training pairs and two validation pairs."""
-    root = tmp_path / 'toy'
-    write_pairs(str(root / 'train'), 4, seed=1)
-    write_pairs(str(root / 'val'), 2, seed=2, prefix='val')
-    return str(root)
-
+# -------------------- Training scripts for subprocess runs (torchrun)
 
 _POISONED_TRAINING = '''
 import os, sys
@@ -430,8 +414,40 @@ RECORDER = textwrap.dedent('''
 ''')
 
 
-# The paper's reproduction (tests/reproduction/, tests/end_to_end/test_reproduce_paper.py): its script, the size of
-# the images of the tiny downloads, the overrides that make every experiment small, and how many experiments.
+# -------------------- A BasicSR clone (tests/test_link_basicsr.py, tests/end_to_end/test_basicsr_clone.py)
+
+def make_clone(root):
+    """A BasicSR clone as git leaves it: basicsr/ (the installed package's files), options/, VERSION."""
+    clone = root / 'BasicSR'
+    shutil.copytree(os.path.dirname(basicsr.__file__), clone / 'basicsr', ignore=shutil.ignore_patterns('__pycache__'))
+    (clone / 'options' / 'train' / 'SRResNet_SRGAN').mkdir(parents=True)
+    (clone / 'options' / 'train' / 'SRResNet_SRGAN' / 'train_MSRResNet_x4.yml').write_text('name: MSRResNet_x4\n')
+    (clone / 'VERSION').write_text('1.4.2\n')
+    return clone
+
+
+def snapshot(clone, skip=()):
+    """Every folder, file (its bytes) and symbolic link (its target) under ``clone``, except in ``skip`` folders."""
+    entries = {}
+    for folder, dirs, files in os.walk(clone):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, clone)
+            if os.path.islink(path):
+                entries[rel] = ('link', os.readlink(path))
+            elif os.path.isdir(path):
+                entries[rel] = ('folder', )
+            else:
+                with open(path, 'rb') as f:
+                    entries[rel] = ('file', f.read())
+    return entries
+
+
+# -------------------- The paper's reproduction (tests/reproduction/, tests/end_to_end/test_reproduce_paper.py)
+
+# Its script, the size of the images of the tiny downloads, the overrides that make every experiment small, and
+# how many experiments there are.
 REPRODUCE_SCRIPT = os.path.join(REPO, 'scripts', 'reproduce_paper.py')
 DOWNLOAD_H, DOWNLOAD_W = 40, 48
 REPRODUCE_SMALL = ['--override', 'network_g:num_feat=16', '--override', 'network_g:num_levels=2',
