@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Checks the style and runs the test suite on the CPU: bash scripts/test.sh [pytest args]. Sets up .venv first.
+# bash scripts/test.sh -m "not slow": the unit tests alone, without tests/end_to_end/ and the tests over about 3 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
