@@ -11,6 +11,7 @@ import torch
 
 import dsmnet_arch.infer as infer
 import dsmnet_arch.loading as loading
+import dsmnet_arch.precision as precision
 from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.tiling import activation_bytes_per_pixel
 
@@ -27,8 +28,10 @@ def weights(tmp_path_factory):
 
 
 def run(args):
-    """Run the command in this process; returns the exit status."""
-    return infer.main([str(a) for a in args])
+    """Run the command in this process; returns the exit status. In fp32 unless the arguments say otherwise: the
+    outputs are compared with fp32 references, and ``--precision auto`` would run bf16 on some CPUs."""
+    args = [str(a) for a in args]
+    return infer.main(args if '--precision' in args or '--serve' in args else args + ['--precision', 'fp32'])
 
 
 # ----------------------------------------------------------------------------- images in and out
@@ -342,12 +345,37 @@ def test_serve_and_input_arguments_are_checked(capsys, argv, message):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_without_weights_the_error_says_none_are_bundled(tmp_path, capsys):
-    cv2.imwrite(str(tmp_path / 'a.png'), make_file_image('rgb', np.uint8))
-    assert loading.default_weights() is None  # until the package ships weights
-    assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out']) == 2
-    assert 'error: --weights is required: no weights are bundled with this package yet' in capsys.readouterr().err
+def test_without_weights_the_bundled_ones_run_and_say_so(tmp_path, weights, monkeypatch, capsys):
+    path, model = weights
+    file_img = make_file_image('rgb', np.uint8)
+    cv2.imwrite(str(tmp_path / 'a.png'), file_img)
+    monkeypatch.setattr(loading, 'BUNDLED_WEIGHTS', path)  # the package's file, replaced by a small network's
+    assert loading.default_weights() == path
+    assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out']) == 0
+    assert capsys.readouterr().err.count('no --weights given: using the bundled ones') == 1
+    out = cv2.imread(str(tmp_path / 'out' / 'a.png')).astype(np.float64)
+    assert np.abs(out - expected_output(model, file_img)).max() <= 1  # the bundled network ran
+    monkeypatch.setattr(loading, 'BUNDLED_WEIGHTS', str(tmp_path / 'missing.pth'))
+    assert loading.default_weights() is None
+    assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out2']) == 2
+    assert 'error: --weights is required: this installation has no bundled weights' in capsys.readouterr().err
     assert infer.parse_args(['--serve', '--weights', 'w.pth']).max_pixels == infer.SERVE_MAX_PIXELS
+
+
+@pytest.mark.parametrize('flags,expected', [({'avx512f', 'avx512_bf16'}, 'bf16'), ({'amx_bf16', 'amx_tile'}, 'bf16'),
+                                            ({'avx2', 'avx512f'}, 'fp32'), (set(), 'fp32')])
+def test_precision_auto_runs_bf16_only_where_the_cpu_has_native_bfloat16(tmp_path, weights, monkeypatch, flags,
+                                                                         expected):
+    path, model = weights
+    monkeypatch.setattr(precision, 'cpu_flags', lambda: flags)
+    chosen = []
+    monkeypatch.setattr(infer, 'inference_autocast',
+                        lambda device, p: chosen.append(p) or precision.autocast(device, p))
+    cv2.imwrite(str(tmp_path / 'a.png'), make_file_image('rgb', np.uint8))
+    assert infer.parse_args(['-i', 'a', '-o', 'b']).precision == 'auto'  # the default
+    assert run(['-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '--weights', path, '--precision', 'auto',
+                '--device', 'cpu']) == 0
+    assert chosen == [expected]
 
 
 def test_max_pixels_is_read_off_the_header_before_decoding(tmp_path):

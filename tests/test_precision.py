@@ -34,3 +34,26 @@ def test_one_rule_says_which_precision_runs_where(monkeypatch):
     assert asked == [False]  # emulated bf16 does not count
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
     assert supported('bf16', gpu)
+
+
+def test_cpu_flags_are_read_from_x86_and_arm_cpuinfo(tmp_path):
+    from dsmnet_arch.precision import cpu_flags
+
+    x86 = tmp_path / 'x86'
+    x86.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n')
+    arm = tmp_path / 'arm'
+    arm.write_text('processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\nCPU part\t: 0xd40\n')
+    assert cpu_flags(str(x86)) == {'fpu', 'avx2', 'avx512f', 'avx512_bf16'}
+    assert cpu_flags(str(arm)) == {'fp', 'asimd', 'bf16', 'i8mm'}
+    assert cpu_flags(str(tmp_path / 'none')) == set()  # macOS, Windows: no such file
+
+
+@pytest.mark.parametrize('flags,device,expected', [
+    ({'avx512_bf16'}, 'cpu', 'bf16'), ({'amx_bf16'}, 'cpu', 'bf16'), ({'bf16'}, 'cpu', 'bf16'),
+    ({'avx512f', 'avx2'}, 'cpu', 'fp32'), (set(), 'cpu', 'fp32'), ({'avx512_bf16'}, 'cuda', 'fp32'),
+])
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bfloat16(monkeypatch, flags, device, expected):
+    import dsmnet_arch.precision as precision
+
+    monkeypatch.setattr(precision, 'cpu_flags', lambda: flags)
+    assert precision.auto_precision(torch.device(device)) == expected

@@ -35,7 +35,8 @@ def test_uploads_are_derained_through_the_command_lines_path(tmp_path):
     assert [os.path.basename(r) for r in results] == ['g.tif'] and list(pairs) == ['g.tif']
     out = cv2.imread(results[0], cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.uint16 and out.shape == gray16.shape  # the input's format, as on the command line
-    infer.main(['-i', str(tmp_path / 'g.tif'), '-o', str(tmp_path / 'cli'), '--weights', _save(tmp_path, model)])
+    infer.main(['-i', str(tmp_path / 'g.tif'), '-o', str(tmp_path / 'cli'), '--weights', _save(tmp_path, model),
+                '--precision', 'fp32'])  # as the page's Deraining above
     np.testing.assert_array_equal(out, cv2.imread(str(tmp_path / 'cli' / 'g.tif'), cv2.IMREAD_UNCHANGED))
     rainy, derained = (cv2.imread(p, cv2.IMREAD_UNCHANGED) for p in pairs['g.tif'])
     assert rainy.dtype == np.uint8 and rainy.shape == gray16.shape and derained.shape == gray16.shape

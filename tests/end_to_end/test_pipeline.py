@@ -26,7 +26,7 @@ def _assert_cycle(work, name, train_args, test_args, env=None, mab_variant='M5')
     assert weights['arch'] == dict(type='DSMNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_levels=2,
                                    kernel_sizes=[1, 3, 5], dilated=False, attention='ca+sa', num_subspaces=4,
                                    reduction=4, mab_variant=mab_variant, level_down=True, level_up=True,
-                                   level_dense=True)
+                                   level_dense=True, res_scale=1.0)
     log = open(glob.glob(os.path.join(exp, 'train_*.log'))[0]).read()
     assert 'End of training' in log
     assert log.count('Validation toy_val') == 3  # iterations 2 and 4, and after training
