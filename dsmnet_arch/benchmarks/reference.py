@@ -13,7 +13,7 @@ def spec_flops(num_feat, shape, train):
     """FLOPs of the straightforward model of the spec: one forward (+ backward when ``train``).
 
     DSMNet's optimisations (memory format, in-place operations) keep the spec's convolutions one
-    for one; tests/test_fast_equivalence.py checks that the count equals that of the first,
+    for one; tests/archs/test_fast_equivalence.py checks that the count equals that of the first,
     straightforward implementation.
     """
     with torch.device('meta'):
