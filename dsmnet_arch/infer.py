@@ -361,9 +361,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, help='tiles (or video frames) per forward pass (default: 4 on a GPU, '
                         '1 on the CPU)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
-    parser.add_argument('--precision', choices=('auto', ) + PRECISIONS, default='auto',
-                        help='auto (default): bf16 on a CPU with native bfloat16 arithmetic (AMX, AVX-512 BF16), '
-                        'else fp32; fp16 needs a GPU; bf16 works on CPUs and recent GPUs')
+    parser.add_argument('--precision', choices=('auto', ) + PRECISIONS, default='auto', help='auto (default): bf16 '
+                        'on CPUs with native bfloat16 (AMX, AVX-512 BF16), else fp32; fp16 needs a GPU')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the network: each new image (or tile) size compiles first, which takes '
                         'minutes on a CPU, where it also ran slower than without (docs/benchmarks.md)')
