@@ -90,8 +90,7 @@ def arch_mismatch(checkpoint, path, network_opt, arch_class):
     ours = arch_record(network_opt, arch_class)
     # an argument the record lacks (an older checkpoint) was its default then
     theirs = {**arch_record({}, arch_class), **recorded[1]}
-    return [f'{k}={ours.get(k)!r} vs {theirs.get(k)!r}' for k in {**ours, **theirs} if k != 'type' and
-            ours.get(k) != theirs.get(k)]
+    return [f'{k}={ours.get(k)!r} vs {theirs.get(k)!r}' for k in {**ours, **theirs} if ours.get(k) != theirs.get(k)]
 
 
 def atomic_save(obj, path):

@@ -180,6 +180,37 @@ def test_arch_mismatch_compares_only_a_record_of_the_same_type():
         arch_mismatch({'arch': ['DSMNet']}, 'W.pth', ours, DSMNet)
 
 
+def test_a_record_without_an_argument_compares_as_that_arguments_default():
+    """A checkpoint recorded before res_scale existed was trained with the default (1, the paper's eq. 11): options
+    with res_scale 0.1 differ from it, options without res_scale do not."""
+    from dsmnet_arch.checkpoint import arch_mismatch
+
+    old = {k: v for k, v in arch_record({'type': 'DSMNet', **TINY}, DSMNet).items() if k != 'res_scale'}
+    ckpt = {'params': {}, 'arch': old}
+    assert arch_mismatch(ckpt, 'f', {'type': 'DSMNet', **TINY, 'res_scale': 0.1}, DSMNet) == ['res_scale=0.1 vs 1.0']
+    assert arch_mismatch(ckpt, 'f', {'type': 'DSMNet', **TINY}, DSMNet) == []
+    assert arch_mismatch(ckpt, 'f', {'type': 'DSMNet', **TINY, 'res_scale': 1.0, 'num_feat': 16}, DSMNet) == [
+        f'num_feat=16 vs {TINY["num_feat"]}']
+
+
+def test_bundle_weights_keeps_the_network_its_record_and_the_options_text(tmp_path):
+    from dsmnet_arch.checkpoint import bundle_weights
+
+    net = tiny(0)
+    ema = {k: v + 1 for k, v in net.state_dict().items()}
+    record = arch_record({'type': 'DSMNet', **TINY}, DSMNet)
+    torch.save({'params': net.state_dict(), 'params_ema': ema, 'arch': record}, tmp_path / 'net_g_9.pth')
+    (tmp_path / 'train.yml').write_text('name: bundled\n')
+    bundle_weights(str(tmp_path / 'net_g_9.pth'), str(tmp_path / 'out.pth'), str(tmp_path / 'train.yml'))
+    out = torch.load(tmp_path / 'out.pth', weights_only=True)
+    assert set(out) == {'params', 'arch', 'options'} and out['arch'] == record and out['options'] == 'name: bundled\n'
+    assert all(torch.equal(out['params'][k], ema[k]) for k in ema)  # the EMA weights when there are any
+    torch.save({'params': net.state_dict()}, tmp_path / 'basicsr.pth')
+    with pytest.raises(ValueError, match='basicsr.pth records no network arguments'):
+        bundle_weights(str(tmp_path / 'basicsr.pth'), str(tmp_path / 'out2.pth'), str(tmp_path / 'train.yml'))
+    assert not (tmp_path / 'out2.pth').exists()
+
+
 def test_atomic_save_keeps_the_previous_file(tmp_path, monkeypatch):
     from dsmnet_arch.checkpoint import atomic_save
 

@@ -124,3 +124,27 @@ def test_options_that_do_not_fit_the_weights_are_named(tmp_path):
     opt.write_text(yaml.safe_dump({'network_g': {'type': 'DSMNet', 'num_feats': 8}}))
     with pytest.raises(ValueError, match='Unknown DSMNet arguments in network_g of .*: num_feats'):
         loading.build_model(str(tmp_path / 'w.pth'), str(opt))
+
+
+def test_the_bundled_weights_load_run_and_lower_the_error_on_a_rainy_photograph():
+    """The weights the package ships (dsmnet_arch/weights/): a DSMNet at the width its record says, which removes
+    much of the package's synthetic rain from a held-out photograph crop."""
+    import skimage.data
+
+    from dsmnet_arch.checkpoint import load_checkpoint
+    from dsmnet_arch.data.rain_synthesis import synthesize_rain
+
+    path = loading.default_weights()
+    assert path == loading.BUNDLED_WEIGHTS and os.path.isfile(path)
+    assert os.path.getsize(path) < 10e6
+    checkpoint = load_checkpoint(path)
+    assert set(checkpoint) == {'params', 'arch', 'options'} and 'bundled_data' in checkpoint['options']
+    model = loading.build_model(path)
+    assert model.mab['0_0'].res_scale == checkpoint['arch']['res_scale'] == 0.1
+    clean = skimage.data.chelsea()[100:196, 150:246]  # a held-out photograph, never trained on
+    rainy, _ = synthesize_rain(clean, 'heavy', seed=[123, 4])
+    with torch.no_grad():
+        out = model(torch.from_numpy(rainy).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+    before = np.abs(rainy / 255 - clean / 255).mean()
+    after = np.abs(out.clip(0, 1) - clean / 255).mean()
+    assert after < 0.6 * before, (before, after)
