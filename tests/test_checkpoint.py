@@ -208,6 +208,12 @@ def test_bundle_weights_keeps_the_network_its_record_and_the_options_text(tmp_pa
     torch.save({'params': net.state_dict()}, tmp_path / 'basicsr.pth')
     with pytest.raises(ValueError, match='basicsr.pth records no network arguments'):
         bundle_weights(str(tmp_path / 'basicsr.pth'), str(tmp_path / 'out2.pth'), str(tmp_path / 'train.yml'))
+    torch.save({'arch': record}, tmp_path / 'no_params.pth')
+    with pytest.raises(ValueError, match='Cannot use .*no_params.pth: expected a state dict of tensors'):
+        bundle_weights(str(tmp_path / 'no_params.pth'), str(tmp_path / 'out2.pth'), str(tmp_path / 'train.yml'))
+    torch.save({'params': net.state_dict(), 'arch': ['DSMNet']}, tmp_path / 'bad_arch.pth')
+    with pytest.raises(ValueError, match='Cannot use .*bad_arch.pth: its "arch" entry'):
+        bundle_weights(str(tmp_path / 'bad_arch.pth'), str(tmp_path / 'out2.pth'), str(tmp_path / 'train.yml'))
     assert not (tmp_path / 'out2.pth').exists()
 
 
