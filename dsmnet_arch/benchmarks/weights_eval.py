@@ -155,6 +155,48 @@ def precision(weights, pairs, repeats):
     return dict(seconds_512=seconds, agreement=agreement)
 
 
+def validation_curve(log_path):
+    """(iteration, PSNR-Y) of every validation in a BasicSR training log (the metric ``psnr_y`` of the options)."""
+    import re
+
+    points, iteration = [], None
+    with open(log_path, encoding='utf-8') as f:
+        for line in f:
+            found = re.search(r'iter:\s*([\d,]+),', line)
+            if found:
+                iteration = int(found.group(1).replace(',', ''))
+            found = re.search(r'# psnr_y: ([\d.]+)', line)
+            if found and iteration is not None and (not points or points[-1][0] != iteration):
+                points.append((iteration, float(found.group(1))))
+    return points
+
+
+def plot_curve(log_path, val_dir, png):
+    """The held-out PSNR-Y of a training run over its iterations (from its log), beside the rainy input's mean
+    PSNR-Y over the pairs of ``val_dir`` (``input/`` and ``target/``), as one picture."""
+    import glob
+    import os
+
+    import cv2
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    from basicsr.metrics import calculate_psnr
+
+    points = validation_curve(log_path)
+    rainy = [calculate_psnr(cv2.imread(path), cv2.imread(os.path.join(val_dir, 'target', os.path.basename(path))), 0,
+                            test_y_channel=True) for path in sorted(glob.glob(os.path.join(val_dir, 'input', '*')))]
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    ax.plot(*zip(*points), marker='o', ms=3, label='derained (validation during training)')
+    ax.axhline(np.mean(rainy), color='grey', ls='--', label='rainy input')
+    ax.set(xlabel='iteration', ylabel='mean PSNR-Y (dB), held-out photos', title='Bundled weights: training run')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(png, dpi=110)
+    return points, float(np.mean(rainy))
+
+
 def markdown(result):
     """The tables of a result, as markdown."""
     lines = ['| weights | photo | rain | PSNR-Y in | PSNR-Y out | gain | SSIM-Y in | SSIM-Y out |',
@@ -192,8 +234,14 @@ def main(argv=None):
     parser.add_argument('--precision', action='store_true', help='also fp32 vs bf16')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--json', help='also write the figures to this JSON file')
+    parser.add_argument('--curve', nargs=3, metavar=('LOG', 'VAL_DIR', 'PNG'),
+                        help="only draw a training run's validation PSNR-Y from its BasicSR log")
     args = parser.parse_args(argv)
     import dsmnet_arch  # noqa: F401  (BasicSR fixes, registries)
+    if args.curve:
+        points, rainy = plot_curve(*args.curve)
+        print('\n'.join(f'iteration {i}: PSNR-Y {v:.2f} dB' for i, v in points) + f'\nrainy input: {rainy:.2f} dB')
+        return
     from dsmnet_arch.loading import default_weights
 
     weights = args.weights or default_weights()
