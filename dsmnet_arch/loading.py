@@ -31,13 +31,14 @@ def default_weights():
     return BUNDLED_WEIGHTS if os.path.isfile(BUNDLED_WEIGHTS) else None
 
 
-def weights_or_bundled(weights):
-    """``weights`` if given, else the bundled ones, saying so once on stderr; a ``ValueError`` when neither is there."""
+def weights_or_bundled(weights, program='dsmnet-derain'):
+    """``weights`` if given, else the bundled ones, ``program`` saying so once on stderr; a ``ValueError`` when
+    neither is there."""
     if weights:
         return weights
     if default_weights() is None:
         raise ValueError('--weights is required: this installation has no bundled weights')
-    print(f'dsmnet-derain: no --weights given: using the bundled ones ({BUNDLED_NOTE})', file=sys.stderr)
+    print(f'{program}: no --weights given: using the bundled ones ({BUNDLED_NOTE})', file=sys.stderr)
     return BUNDLED_WEIGHTS
 
 

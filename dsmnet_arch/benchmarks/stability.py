@@ -36,7 +36,7 @@ HELD_OUT_PHOTOS = ('chelsea', 'rocket')  # the demo's validation photographs
 RAIN = (('light', 0), ('heavy', 1), ('light', 2), ('heavy', 3))  # preset and seed offset of each rendering
 
 
-def _photo(name):
+def photograph(name):
     """A scikit-image photograph as an 8-bit RGB array ``H x W x 3`` (grey ones replicated)."""
     import skimage.data
 
@@ -51,7 +51,7 @@ def rainy_pairs(names, seed):
 
     pairs = []
     for index, name in enumerate(names):
-        clean = _photo(name)
+        clean = photograph(name)
         for preset, offset in RAIN:
             rainy, _ = synthesize_rain(clean, preset, seed=[seed, index, offset])
             pairs.append(tuple(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255

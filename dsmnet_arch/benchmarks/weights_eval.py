@@ -31,11 +31,13 @@ TILES = (None, 256, 128, 64)
 
 
 def photo(name, scale=1):
-    """A scikit-image photograph as float RGB in [0, 1], ``H x W x 3``, upscaled (bicubic) by ``scale``."""
+    """A scikit-image photograph (:func:`~dsmnet_arch.benchmarks.stability.photograph`) as float RGB in [0, 1],
+    ``H x W x 3``, upscaled (bicubic) by ``scale``."""
     import cv2
-    import skimage.data
 
-    img = getattr(skimage.data, name)()[..., :3]
+    from dsmnet_arch.benchmarks.stability import photograph
+
+    img = photograph(name)
     if scale != 1:
         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     return img.astype(np.float32) / 255
@@ -85,29 +87,28 @@ def scores(img, clean):
     return calculate_psnr(a, b, 0, test_y_channel=True), calculate_ssim(a, b, 0, test_y_channel=True)
 
 
-def deraining(weights, precision='fp32', tile=None):
-    """The inference command's :class:`~dsmnet_arch.infer.Deraining` of ``weights`` on the CPU."""
+def deraining(model, precision='fp32', tile=None):
+    """The inference command's :class:`~dsmnet_arch.infer.Deraining` of ``model`` on the CPU."""
     from dsmnet_arch.infer import DEFAULT_OVERLAP, Deraining
-    from dsmnet_arch.loading import build_model
 
-    model = build_model(weights)
     overlap = min(DEFAULT_OVERLAP, tile // 4) if tile else DEFAULT_OVERLAP
     return Deraining(model, torch.device('cpu'), precision, tile, overlap, 1, model.pad_multiple)
 
 
 def run_rgb(derain, rgb):
-    """Derain float RGB ``rgb`` with a :class:`Deraining` (which takes and gives BGR)."""
+    """Derain float RGB ``rgb`` with a :class:`Deraining` (which takes and gives BGR; no autograd)."""
     return derain(np.ascontiguousarray(rgb[..., ::-1]))[..., ::-1]
 
 
 def held_out(weights_by_label, pairs):
     """Rows of PSNR-Y / SSIM-Y of the rainy input and each weights' output on every rendering."""
+    from dsmnet_arch.loading import build_model
+
     rows = []
     for label, weights in weights_by_label.items():
-        derain = deraining(weights)
+        derain = deraining(build_model(weights))
         for name, rain, rainy, clean in pairs:
-            with torch.no_grad():
-                out = run_rgb(derain, rainy)
+            out = run_rgb(derain, rainy)
             rows.append(dict(weights=label, photo=name, rain=rain, input=scores(rainy, clean),
                              output=scores(out, clean)))
     return rows
@@ -115,15 +116,17 @@ def held_out(weights_by_label, pairs):
 
 def large(weights, seed=200):
     """Whole vs tiled on upscaled held-out photographs with kornia's heavy rain: PSNR-Y and seconds per tile."""
+    from dsmnet_arch.loading import build_model
+
+    model = build_model(weights)
     rows = []
     for name, scale in LARGE:
         clean = photo(name, scale)
         rainy = kornia_rain(clean, 'kornia-heavy', seed)
         for tile in TILES:
-            derain = deraining(weights, tile=tile)
+            derain = deraining(model, tile=tile)
             start = time.perf_counter()
-            with torch.no_grad():
-                out = run_rgb(derain, rainy)
+            out = run_rgb(derain, rainy)
             rows.append(dict(photo=f'{name} x{scale}', pixels=clean.shape[0] * clean.shape[1], tile=tile or 'whole',
                              seconds=time.perf_counter() - start, input=scores(rainy, clean)[0],
                              output=scores(out, clean)[0]))
@@ -131,25 +134,22 @@ def large(weights, seed=200):
 
 
 def precision(weights, pairs, repeats):
-    """fp32 vs bf16: seconds for a 512 x 512 image (best of ``repeats``) and the PSNR (RGB, 8-bit) between the
-    two outputs on each held-out rendering."""
+    """fp32 vs bf16: seconds for a 512 x 512 image (best of ``repeats`` after a warm-up,
+    :func:`~dsmnet_arch.benchmarks.timing.best_time`) and the PSNR (RGB, 8-bit) between the two outputs on each
+    held-out rendering."""
+    from dsmnet_arch.benchmarks.timing import best_time
+    from dsmnet_arch.loading import build_model
+
     from basicsr.metrics import calculate_psnr
 
-    runs = {p: deraining(weights, p) for p in ('fp32', 'bf16')}
+    model = build_model(weights)
+    runs = {p: deraining(model, p) for p in ('fp32', 'bf16')}
     image = photo('astronaut')[:512, :512]
-    seconds = {}
-    for p, derain in runs.items():
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            with torch.no_grad():
-                run_rgb(derain, image)
-            times.append(time.perf_counter() - start)
-        seconds[p] = min(times)
+    seconds = {p: best_time(lambda d=derain: run_rgb(d, image), repeats, torch.device('cpu'))
+               for p, derain in runs.items()}
     agreement = []
     for name, rain, rainy, _ in pairs:
-        with torch.no_grad():
-            a, b = (np.clip(run_rgb(runs[p], rainy), 0, 1) for p in ('fp32', 'bf16'))
+        a, b = (np.clip(run_rgb(runs[p], rainy), 0, 1) for p in ('fp32', 'bf16'))
         agreement.append(dict(photo=name, rain=rain, max_abs=float(np.abs(a - b).max()),
                               psnr=calculate_psnr(a * 255, b * 255, 0)))
     return dict(seconds_512=seconds, agreement=agreement)
@@ -242,11 +242,12 @@ def main(argv=None):
         points, rainy = plot_curve(*args.curve)
         print('\n'.join(f'iteration {i}: PSNR-Y {v:.2f} dB' for i, v in points) + f'\nrainy input: {rainy:.2f} dB')
         return
-    from dsmnet_arch.loading import default_weights
+    from dsmnet_arch.loading import weights_or_bundled
 
-    weights = args.weights or default_weights()
-    if weights is None:
-        parser.error('--weights is required: no weights are bundled in this checkout')
+    try:
+        weights = weights_or_bundled(args.weights, program='evaluate_weights')
+    except ValueError as err:
+        parser.error(str(err))
     others = dict(item.split('=', 1) for item in args.compare_to)
     pairs = renderings()
     result = dict(weights=weights, held_out=held_out({args.label: weights, **others}, pairs))
