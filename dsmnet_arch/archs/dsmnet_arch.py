@@ -35,6 +35,8 @@ BasicSR checkpoint; :func:`args_from_state_dict` reads them back):
 import torch
 from torch import nn as nn
 from torch.nn import functional as F
+from torch.nn.modules import module as _module
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 try:
     from basicsr.utils.registry import ARCH_REGISTRY
@@ -55,9 +57,49 @@ MAB_VARIANTS = {
 }
 
 
-def _act_(x):
-    """LeakyReLU(0.2) in place: for fresh results (a convolution's) that nothing modifies later."""
-    return F.leaky_relu_(x, 0.2)
+def _onednn(x, *modules):
+    """The dtype in which the convolutions on ``x`` run as oneDNN's fused ones (:func:`_conv_act`,
+    :func:`_conv_cat`, :class:`SubspaceAttention` with its BatchNorms folded), or ``None`` where they may not.
+
+    CPU inference without autograd, tracing (ONNX export, ``torch.compile``) or forward hooks on ``modules``
+    (which would not be called): float32, or bfloat16 under a CPU autocast to bfloat16 (inputs, weights and
+    outputs of the convolutions in bfloat16, as autocast has them). The same arithmetic in fewer passes.
+    """
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in modules) or any(
+        getattr(_module, name, None) for name in ('_global_forward_hooks', '_global_forward_pre_hooks'))
+    traced = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    if (x.device.type != 'cpu' or torch.is_grad_enabled() or hooked or traced or not torch.backends.mkldnn.enabled
+            or not torch.backends.mkldnn.is_available()):
+        return None
+    dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else torch.float32
+    return dtype if dtype in (torch.float32, torch.bfloat16) and x.dtype in (torch.float32, dtype) else None
+
+
+def _fused_conv(x, weight, bias, conv, attr, dtype, scalars=()):
+    """oneDNN's convolution of ``x`` in ``dtype`` with the geometry of ``conv`` and an activation ``attr``, one pass."""
+    return torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight.to(dtype), _to(bias, dtype), conv.padding,
+                                                   conv.stride, conv.dilation, conv.groups, attr, list(scalars), '')
+
+
+def _fused_conv_add(x, weight, bias, conv, other, dtype, into=False):
+    """oneDNN's ``conv(x) + other`` in ``dtype``, one pass: a new tensor, or ``other`` itself updated when ``into``."""
+    args = (x.to(dtype), weight.to(dtype), _to(bias, dtype), conv.padding, conv.stride, conv.dilation, conv.groups,
+            'add', 1, None, [], None)
+    if into:
+        return torch.ops.mkldnn._convolution_pointwise_.binary(other, *args)
+    return torch.ops.mkldnn._convolution_pointwise.binary(args[0], other.to(dtype), *args[1:])
+
+
+def _to(tensor, dtype):
+    return None if tensor is None else tensor.to(dtype)
+
+
+def _conv_act(conv, x):
+    """LeakyReLU0.2(conv(x)): one oneDNN pass where :func:`_onednn`, else the activation in place."""
+    dtype = _onednn(x, conv)
+    if dtype is not None:
+        return _fused_conv(x, conv.weight, conv.bias, conv, 'leaky_relu', dtype, [0.2])
+    return F.leaky_relu_(conv(x), 0.2)
 
 
 def _sum(tensors):
@@ -70,17 +112,45 @@ def _sum(tensors):
     return total
 
 
-def _conv_cat(conv, parts):
-    """``conv(Cat[parts])`` for a 1x1 convolution and an iterable of parts, as the sum of the
+def _conv_cat(conv, parts, residual=None):
+    """``conv(Cat[parts]) (+ residual)`` for a 1x1 convolution and an iterable of parts, as the sum of the
     convolutions of the parts with the matching slices of its weight: the same arithmetic, without
-    writing the concatenation, and each part can be freed once used."""
+    writing the concatenation, and each part can be freed once used. Where :func:`_onednn`, each
+    convolution adds itself to the sum (and the first to ``residual``) in its own pass."""
     out, start = None, 0
     for part in parts:
         weight = conv.weight[:, start:start + part.shape[1]]
         start += part.shape[1]
-        out = F.conv2d(part, weight, conv.bias) if out is None else out.add_(F.conv2d(part, weight))
+        dtype = _onednn(part)
+        if dtype is None:
+            out = F.conv2d(part, weight, conv.bias) if out is None else out.add_(F.conv2d(part, weight))
+        elif out is None and residual is None:
+            out = _fused_conv(part, weight, conv.bias, conv, 'none', dtype)
+        elif out is None:
+            out, residual = _fused_conv_add(part, weight, conv.bias, conv, residual, dtype), None
+        else:
+            _fused_conv_add(part, weight, None, conv, out, dtype, into=True)
     if start != conv.in_channels:  # as the convolution of a concatenation would
         raise ValueError(f'{conv} got {start} input channels in all, expected {conv.in_channels}')
+    return out if residual is None else out.add_(residual)
+
+
+def _fused_conv_bn_relu(conv, bn, x):
+    """ReLU(bn(conv(x))) for an eval-mode BatchNorm: one oneDNN pass, the BatchNorm folded into the weights."""
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight,
+                                        bn.bias)
+    return _fused_conv(x, weight, bias, conv, 'relu', x.dtype)
+
+
+def _max_pool3x3(a):
+    """``F.max_pool2d(a, 3, stride=1, padding=1)`` for inference: the maximum of each row of three, then of
+    each column of three, in place on two copies, without the indices that ``max_pool2d`` writes."""
+    out = a
+    for dim in (-1, -2):
+        src, out = out, out.clone()
+        n = out.shape[dim] - 1
+        torch.maximum(out.narrow(dim, 1, n), src.narrow(dim, 0, n), out=out.narrow(dim, 1, n))
+        torch.maximum(out.narrow(dim, 0, n), src.narrow(dim, 1, n), out=out.narrow(dim, 0, n))
     return out
 
 
@@ -139,9 +209,14 @@ class SubspaceAttention(nn.Module):
         self.bn_pw = nn.BatchNorm2d(num_subspaces)
 
     def forward(self, x):
-        a = F.relu_(self.bn_dw(self.dw(x)))
-        a = F.max_pool2d(a, 3, stride=1, padding=1)
-        a = F.relu_(self.bn_pw(self.pw(a)))  # (b, n, h, w): one map per subspace
+        dtype = _onednn(x, self.dw, self.bn_dw, self.pw, self.bn_pw)
+        if self.training or dtype is None:
+            a = F.relu_(self.bn_dw(self.dw(x)))
+            a = F.max_pool2d(a, 3, stride=1, padding=1)
+            a = F.relu_(self.bn_pw(self.pw(a)))  # (b, n, h, w): one map per subspace
+        else:
+            a = _max_pool3x3(_fused_conv_bn_relu(self.dw, self.bn_dw, x.to(dtype)))
+            a = _fused_conv_bn_relu(self.pw, self.bn_pw, a)
         # softmax over all positions of each map (minus its maximum, a constant: no overflow); the
         # maximum of an NCHW copy: over the positions of a channels-last map it is 10x slower
         a = (a - a.detach().contiguous().amax((2, 3), keepdim=True)).exp_()
@@ -179,7 +254,7 @@ class CADB(nn.Module):
         self.conv = nn.Conv2d(len(names) * num_feat, num_feat, 1)
 
     def forward(self, x):
-        return _conv_cat(self.conv, (getattr(self, name)(x) for name in self.branches)).add_(x)
+        return _conv_cat(self.conv, (getattr(self, name)(x) for name in self.branches), residual=x)
 
 
 def _conv_k(num_feat, k, dilated):
@@ -232,14 +307,14 @@ class MAB(nn.Module):
 
     def forward(self, x):
         out = self.cadb(self.conv_fuse(_conv_cat(self.conv_cat, self.branches(x))))  # eq. 11
-        return (out if self.res_scale == 1 else out.mul_(self.res_scale)).add_(x)
+        return torch.add(x, out, alpha=self.res_scale)
 
     def branches(self, x):
         """Yields the F_c^k of eq. 2-10 one by one; without autograd, each is freed once used."""
-        f_a = [_act_(conv(x)) for conv in self.conv_a.values()]  # eq. 2-4
-        f_b = self._cross(_act_(conv(s)) for conv, s in zip(self.conv_b.values(), self._cross(f_a)))  # eq. 5-7
+        f_a = [_conv_act(conv, x) for conv in self.conv_a.values()]  # eq. 2-4
+        f_b = self._cross(_conv_act(conv, s) for conv, s in zip(self.conv_b.values(), self._cross(f_a)))  # eq. 5-7
         for conv, s, a in zip(self.conv_c.values(), f_b, f_a):
-            yield _act_(conv(s + a)) + a if self.dense_fusion else _act_(conv(s))  # eq. 8-10
+            yield _conv_act(conv, s + a) + a if self.dense_fusion else _conv_act(conv, s)  # eq. 8-10
 
     def _cross(self, feats):
         """cross(X)^k for every branch k, from an iterable of one layer's outputs X^k."""
@@ -268,7 +343,7 @@ class FusionBlock(nn.Module):
         self.cadb = CADB(num_feat, attention, num_subspaces, reduction)
 
     def forward(self, feats):
-        return self.cadb(_act_(_conv_cat(self.conv, feats)))
+        return self.cadb(F.leaky_relu_(_conv_cat(self.conv, feats), 0.2))
 
 
 class DSMNet(nn.Module):
@@ -375,7 +450,7 @@ class DSMNet(nn.Module):
                              f'the subspace attention at the coarsest level: batch 1 of {h} x {w} gives 1 x 1 at '
                              f'level {self.num_levels - 1}; use batch >= 2 or patches over {multiple} pixels')
 
-        scales = [_act_(self.conv_first(x))]  # scale space S_0 .. S_(L-1)
+        scales = [_conv_act(self.conv_first, x)]  # scale space S_0 .. S_(L-1)
         for _ in range(1, self.num_levels):
             scales.append(F.avg_pool2d(scales[-1], 2))
 

@@ -58,12 +58,12 @@ import time
 
 import torch
 
-from dsmnet_arch.archs.dsmnet_arch import DSMNet
 from dsmnet_arch.benchmarks.data import data_pipeline
 from dsmnet_arch.benchmarks.inference import inference, tiled_inference
+from dsmnet_arch.benchmarks.profile import operator_times, summary, vector_extensions
 from dsmnet_arch.benchmarks.reference import reference_conv
 from dsmnet_arch.benchmarks.report import header, table
-from dsmnet_arch.benchmarks.training import protocol_times, time_training_step
+from dsmnet_arch.benchmarks.training import benchmark_network, protocol_times, time_training_step, training_step
 from dsmnet_arch.precision import autocast, supported
 from dsmnet_arch.utils import keep_freed_memory
 
@@ -155,6 +155,21 @@ class Measurements:
         row['fraction'] = row['gflops'] / self.results['reference']['inference']['gflops']
         return row
 
+    def profiles(self, net):
+        """Operator times (profiler) of one training step and one inference pass at the reference's side: the
+        share outside convolutions and the top operators."""
+        self.log('profiles')
+        step, _ = training_step(self.cfg, self.device, self.args.precision)
+        x = torch.rand(1, 3, self.cfg['reference_side'], self.cfg['reference_side'], device=self.device)
+
+        def infer():
+            with torch.no_grad(), self.autocast:
+                net(x)
+
+        self.results['profile'] = dict(train_step=summary(operator_times(step, self.device)),
+                                       inference=dict(summary(operator_times(infer, self.device)), shape=list(x.shape)))
+        self.save(self.results)
+
     def data(self):
         """One PairedImageDataset worker from PNG files and LMDB against what training consumes; BasicSR's run."""
         self.log('data pipeline and BasicSR training')
@@ -181,12 +196,14 @@ def run(args, save=lambda results: None):
     (``header.complete`` stays false)."""
     device, malloc = setup(args)
     m = Measurements(args, device, save)
-    m.results['header'] = dict(header(args, device), malloc=malloc, complete=False)
+    m.results['header'] = dict(header(args, device), malloc=malloc, complete=False,
+                               vector_extensions=vector_extensions() if device.type == 'cpu' else None)
     m.reference()
     m.training()
     torch.manual_seed(0)
-    net = DSMNet(num_feat=m.cfg['num_feat']).to(device).eval()
+    net = benchmark_network(m.cfg).to(device).eval()
     m.inference(net)
+    m.profiles(net)
     if not args.no_data:
         m.data()
     if args.compile:

@@ -63,6 +63,10 @@ def table(results):
              f'- malloc: {h["malloc"]}; GLIBC_TUNABLES: {h["glibc_tunables"] or "not set"}']
     if h.get('gpu'):
         lines.append(gpu_line(h['gpu']))
+    if h.get('vector_extensions'):
+        v = h['vector_extensions']
+        lines.append(f'- vector extensions: {" ".join(v["flags"]) or "none listed"}; PyTorch\'s kernels: '
+                     f'{v["torch_capability"]}')
     lines += ['', '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |',
               '|---|---|---:|---:|---:|---:|---:|']
     for name, row in (('reference 3x3 conv, fwd + bwd', results['reference']['train']),
@@ -90,7 +94,21 @@ def table(results):
         lines += data_rows(results['data'], results['basicsr'])
     if 'compiled' in results:
         lines += compiled_rows(results['compiled'])
+    if 'profile' in results:
+        lines += profile_rows(results['profile'], results['train_step']['shape'])
     return '\n'.join(lines)
+
+
+def profile_rows(profile, train_shape, top=4):
+    """A second table: the share of the operator time outside convolutions and the top operators."""
+    lines = ['', '| profile (one call, profiler) | shape | operator time | outside convolutions | top operators |',
+             '|---|---|---:|---:|---|']
+    for name, row, shape in (('training step', profile['train_step'], train_shape),
+                             ('inference', profile['inference'], profile['inference']['shape'])):
+        ops = ', '.join(f'{op["name"]} {op["share"]:.0%}' for op in row['top'][:top])
+        lines.append(f'| {name} | {shape_str(shape)} | {row["seconds"]:.2f} s | {row["outside_convolutions"]:.1%} '
+                     f'| {ops} |')
+    return lines
 
 
 def compiled_rows(compiled):

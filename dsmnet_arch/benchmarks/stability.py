@@ -170,7 +170,8 @@ def psnr_y(model, pairs):
     net.eval()
     scores = {'output': [], 'input': []}
     for rainy, clean in pairs:
-        out = net(rainy[None].to(model.device)).cpu()
+        with torch.no_grad():
+            out = net(rainy[None].to(model.device)).cpu()
         gt = tensor2img(clean[None])
         for key, img in (('output', out), ('input', rainy[None])):
             scores[key].append(calculate_psnr(tensor2img(img), gt, crop_border=0, test_y_channel=True))

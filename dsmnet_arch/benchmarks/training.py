@@ -30,24 +30,33 @@ def make_training_step(net, criterion, optimizer, lq, gt, precision, grad_clip_n
                                           grad_clip_norm=grad_clip_norm), lq, gt)
 
 
-def time_training_step(cfg, device, precision, repeats, compile=False):
-    """Seconds per DSM-Net training step (:func:`make_training_step`) on random [0, 1] patches.
+def benchmark_network(cfg, network_class=DSMNet):
+    """The DSMNet that the benchmark times: the Rain100H training options' ``network_g`` (``res_scale``
+    included) at the width ``cfg['num_feat']`` of the preset; ``network_class``: another version's DSMNet."""
+    args = {k: v for k, v in training_options('Rain100H')['network_g'].items() if k != 'type'}
+    return network_class(**dict(args, num_feat=cfg['num_feat']))
 
-    Autocast in ``precision``, fp16 with a gradient scaler, the gradient norm clipped as the Rain100H training
-    options clip it; ``compile``: the network ``torch.compile``'d (the first step's time, compiling included, is
-    ``first_call_seconds``).
-    """
+
+def training_step(cfg, device, precision, compile=False):
+    """One DSM-Net training step (:func:`make_training_step`) on random [0, 1] patches of the preset's shape, ready
+    to call: autocast in ``precision``, fp16 with a gradient scaler, the gradient norm clipped as the Rain100H
+    training options clip it; ``compile``: the network ``torch.compile``'d. Returns ``(step, shape)``."""
     torch.manual_seed(0)
     shape = (cfg['batch'], 3, cfg['patch'], cfg['patch'])
-    net = DSMNet(num_feat=cfg['num_feat']).to(device).train()
+    net = benchmark_network(cfg).to(device).train()
     model = torch.compile(net, **COMPILE_DEFAULTS) if compile else net
     criterion = MSESSIMLoss().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
     lq = torch.rand(shape, device=device)
     gt = (lq * 0.8 + 0.1).clamp(0, 1)
     clip = training_options('Rain100H')['train'].get('grad_clip_norm')
-    step = make_training_step(model, criterion, optimizer, lq, gt, precision, grad_clip_norm=clip)
+    return make_training_step(model, criterion, optimizer, lq, gt, precision, grad_clip_norm=clip), shape
 
+
+def time_training_step(cfg, device, precision, repeats, compile=False):
+    """Seconds per :func:`training_step`, with its rates, GFLOP/s and peak memory (``compile``: the first
+    step's time, compiling included, is ``first_call_seconds``)."""
+    step, shape = training_step(cfg, device, precision, compile=compile)
     first = first_call(step, device) if compile else None
     with PeakMemory(device) as peak:
         seconds = best_time(step, repeats, device)

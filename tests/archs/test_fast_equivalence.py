@@ -6,15 +6,18 @@ spec: contiguous (NCHW) tensors, no in-place operation, subspace attention throu
 computes in channels-last memory format, activates and accumulates in place and frees
 intermediates early; outputs, gradients, BatchNorm statistics and FLOPs must not change.
 """
+import contextlib
 import copy
 
 import pytest
 import torch
 from torch.nn import functional as F
+from torch.nn.modules.module import register_module_forward_hook
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import dsmnet_arch  # noqa: F401
-from dsmnet_arch.archs.dsmnet_arch import DSMNet
+from dsmnet_arch.archs.dsmnet_arch import DSMNet, _max_pool3x3
 
 from conftest import channels_last_by_block, randomised
 
@@ -215,3 +218,108 @@ def test_subspace_softmax_of_large_and_unequal_maps():
         out, expected = m(x), subspace_attention(m, x)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+class FusedConvolutions(TorchDispatchMode):
+    """Counts oneDNN's fused convolutions and plain ones among the operators PyTorch runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = self.plain = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_):
+            self.fused += 1
+        elif func.overloadpacket is torch.ops.aten.convolution:
+            self.plain += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_convolutions(net, x):
+    with FusedConvolutions() as counted:
+        net(x)
+    return counted
+
+
+def test_cpu_inference_fuses_convolutions_only_where_it_may():
+    """CPU inference runs oneDNN's fused convolutions (most of them), in float32 and under a bfloat16 autocast;
+    autograd and a forward hook on a convolution get the plain ones, with the same outputs."""
+    torch.manual_seed(0)
+    net = randomised(DSMNet(**SMALL)).eval()
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        fused = count_convolutions(net, x)
+        out = net(x)
+    assert fused.fused > 2 * fused.plain > 0
+    with torch.enable_grad():
+        assert count_convolutions(net, x).fused == 0
+        assert (net(x) - out).abs().max() < 1e-5
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        plain_bf16 = net(x).detach()
+        with torch.no_grad():
+            counted = count_convolutions(net, x)
+            out_bf16 = net(x)
+    assert (counted.fused, counted.plain) == (fused.fused, fused.plain)
+    # bfloat16 keeps 8 bits: both bf16 outputs near float32's, and near each other (the fused one rounds less)
+    assert out_bf16.dtype == plain_bf16.dtype == torch.float32  # B = I - R: the float32 input minus R
+    error, plain_error = (out_bf16 - out).abs().max(), (plain_bf16 - out).abs().max()
+    assert 0 < error < 0.05 and 0 < plain_error < 0.05 and (out_bf16 - plain_bf16).abs().max() < 0.05
+    conv = net.mab['0_0'].conv_a['k3']
+    calls = []
+    handle = conv.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    with torch.no_grad():
+        hooked = count_convolutions(net, x)
+    handle.remove()
+    assert calls == [(1, 16, 20, 20)] and hooked.fused == fused.fused - 1 and hooked.plain == fused.plain + 1
+
+
+@pytest.mark.parametrize('setting', ['oneDNN off', 'global hook', 'tracing', 'compiling', 'float64', 'fp16 autocast'])
+def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
+    """oneDNN disabled by the user, a global forward hook (convolutions must run as modules to call it), tracing
+    (ONNX export) and compiling (both record the operators) get plain convolutions; so do float64 tensors and an
+    autocast to float16."""
+    torch.manual_seed(0)
+    net = randomised(DSMNet(**SMALL)).eval()
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        expected = net(x)
+    context, calls = contextlib.nullcontext(), []
+    if setting == 'oneDNN off':
+        context = torch.backends.mkldnn.flags(enabled=False)
+    elif setting == 'global hook':
+        context = register_module_forward_hook(lambda module, args, output: calls.append(type(module).__name__))
+    elif setting == 'tracing':
+        monkeypatch.setattr(torch.jit, 'is_tracing', lambda: True)
+    elif setting == 'compiling':
+        monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    elif setting == 'float64':
+        net, x, expected = net.double(), x.double(), expected.double()
+    else:
+        context = torch.autocast('cpu', dtype=torch.float16)
+    with torch.no_grad(), context:
+        counted = count_convolutions(net, x)
+        out = net(x)
+    if setting == 'global hook':
+        context.remove()
+        assert calls.count('Conv2d') >= 9 * len(net.mab)  # each MAB's k x k convolutions at least, twice
+    assert counted.fused == 0 and counted.plain > 50
+    assert (out - expected).abs().max() < (0.05 if setting == 'fp16 autocast' else 1e-5)
+
+
+def test_traced_network_has_no_onednn_operators():
+    torch.manual_seed(0)
+    net = DSMNet(num_feat=8, num_levels=2, num_subspaces=2).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, x)
+        assert torch.allclose(traced(x), net(x), atol=1e-5)
+    graph = str(traced.inlined_graph)
+    assert 'aten::_convolution' in graph and 'mkldnn' not in graph
+
+
+@pytest.mark.parametrize('shape', [(2, 4, 9, 7), (1, 3, 1, 5), (1, 2, 4, 1), (1, 1, 1, 1)])
+def test_max_pool3x3_without_indices_equals_max_pool2d(shape):
+    torch.manual_seed(0)
+    a = torch.randn(shape)
+    for x in (a, a.contiguous(memory_format=torch.channels_last)):
+        assert torch.equal(_max_pool3x3(x), F.max_pool2d(x, 3, stride=1, padding=1))

@@ -72,6 +72,16 @@ def test_quick_run_writes_json_and_table(tmp_path, capsys):
     assert b['share'] == pytest.approx(b['data_seconds_per_iter'] / b['seconds_per_iter'])
     assert 0 <= b['share_after_first'] < 1
 
+    # the profiles: operator time outside convolutions, a convolution among the top operators
+    for key in ('train_step', 'inference'):
+        prof = r['profile'][key]
+        assert prof['seconds'] > 0 and 0 < prof['outside_convolutions'] < 1
+        assert any('conv' in op['name'] for op in prof['top'])
+        assert sum(op['share'] for op in prof['top']) <= 1 + 1e-9
+    assert r['profile']['inference']['shape'] == [1, 3, cfg['reference_side'], cfg['reference_side']]
+    assert r['header']['vector_extensions']['torch_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert '- vector extensions: ' in table and '| training step | 2 x 3 x 32 x 32 |' in table
+
     assert '| measurement | shape | time | rate | GFLOP/s | of reference | peak memory |' in table
     for name in ('reference 3x3 conv, fwd + bwd', 'training step', 'paper protocol, Rain100H: 1,125,000 iterations',
                  'inference, tiled', 'data, LMDB', 'BasicSR training, LMDB, 1 worker, 3 iterations'):
