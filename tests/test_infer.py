@@ -416,5 +416,8 @@ def test_derain_command_compile_flag(tmp_path, monkeypatch):
     assert infer.main([str(a) for a in args + ['-o', tmp_path / 'eager']]) == 0 and not compiled
     assert infer.main([str(a) for a in args + ['-o', tmp_path / 'compiled', '--compile']]) == 0
     assert len(compiled) == 1 and isinstance(compiled[0], DSMNet)
-    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'compiled' / 'rain.png')),
-                                  cv2.imread(str(tmp_path / 'eager' / 'rain.png')))
+    # eager CPU inference runs oneDNN's fused convolutions, the compiled graph plain ones: the same arithmetic
+    # rounded differently, so a pixel may land on the other side of an 8-bit step
+    compiled_png = cv2.imread(str(tmp_path / 'compiled' / 'rain.png')).astype(int)
+    eager_png = cv2.imread(str(tmp_path / 'eager' / 'rain.png')).astype(int)
+    assert compiled_png.shape == eager_png.shape and np.abs(compiled_png - eager_png).max() <= 1

@@ -32,6 +32,9 @@ BasicSR checkpoint; :func:`args_from_state_dict` reads them back):
 - mab_variant and res_scale leave no trace: the five variants have the same weights, as has every
   res_scale. Checkpoints written by this package record them with the other arguments (``dsmnet_arch.checkpoint``).
 """
+import functools
+import types
+
 import torch
 from torch import nn as nn
 from torch.nn import functional as F
@@ -61,18 +64,34 @@ def _onednn(x, *modules):
     """The dtype in which the convolutions on ``x`` run as oneDNN's fused ones (:func:`_conv_act`,
     :func:`_conv_cat`, :class:`SubspaceAttention` with its BatchNorms folded), or ``None`` where they may not.
 
-    CPU inference without autograd, tracing (ONNX export, ``torch.compile``) or forward hooks on ``modules``
-    (which would not be called): float32, or bfloat16 under a CPU autocast to bfloat16 (inputs, weights and
-    outputs of the convolutions in bfloat16, as autocast has them). The same arithmetic in fewer passes.
+    CPU inference without autograd, forward hooks on ``modules`` (which would not be called), or anything that
+    records or counts the operators (tracing for ONNX export, ``torch.compile``, a dispatch mode such as
+    ``FlopCounterMode``): float32, or bfloat16 under a CPU autocast to bfloat16 (inputs, weights and outputs of
+    the convolutions in bfloat16, as autocast has them). The same arithmetic in fewer passes.
     """
     hooked = any(m._forward_hooks or m._forward_pre_hooks for m in modules) or any(
         getattr(_module, name, None) for name in ('_global_forward_hooks', '_global_forward_pre_hooks'))
-    traced = torch.jit.is_tracing() or torch.compiler.is_compiling()
+    traced = (torch.jit.is_tracing() or torch.compiler.is_compiling()
+              or getattr(torch._C, '_len_torch_dispatch_stack', lambda: 0)() > 0)
     if (x.device.type != 'cpu' or torch.is_grad_enabled() or hooked or traced or not torch.backends.mkldnn.enabled
             or not torch.backends.mkldnn.is_available()):
         return None
     dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else torch.float32
-    return dtype if dtype in (torch.float32, torch.bfloat16) and x.dtype in (torch.float32, dtype) else None
+    ok = dtype in (torch.float32, torch.bfloat16) and x.dtype in (torch.float32, dtype) and _fused_ops_run(dtype)
+    return dtype if ok else None
+
+
+@functools.cache
+def _fused_ops_run(dtype):
+    """Whether this build of PyTorch runs oneDNN's fused convolutions in ``dtype`` (tried once on a tiny tensor;
+    a build or processor without them keeps the plain path)."""
+    geometry = types.SimpleNamespace(padding=(0, 0), stride=(1, 1), dilation=(1, 1), groups=1)  # of a 1x1 conv
+    one = torch.ones(1, 1, 1, 1)
+    try:
+        _fused_conv_add(one, one, None, geometry, one, dtype)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
 
 
 def _fused_conv(x, weight, bias, conv, attr, dtype, scalars=()):

@@ -440,7 +440,8 @@ def test_mab_m5_follows_equations_2_to_11():
 
 
 class ConvolutionMACs(TorchDispatchMode):
-    """Weights x output positions of every convolution PyTorch runs (module, functional or oneDNN's fused)."""
+    """Weights x output positions of every convolution PyTorch runs (module or functional; under a dispatch mode
+    the network runs no oneDNN fused convolution)."""
 
     def __init__(self):
         super().__init__()
@@ -450,9 +451,6 @@ class ConvolutionMACs(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func.overloadpacket is torch.ops.aten.convolution:
             self.macs.append(args[1].numel() * out.shape[-2] * out.shape[-1])
-        elif func.overloadpacket in (torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_):
-            weight = args[1] if func is torch.ops.mkldnn._convolution_pointwise.default else args[2]
-            self.macs.append(weight.numel() * out.shape[-2] * out.shape[-1])  # oneDNN's fused convolutions
         return out
 
 

@@ -6,6 +6,7 @@ spec: contiguous (NCHW) tensors, no in-place operation, subspace attention throu
 computes in channels-last memory format, activates and accumulates in place and frees
 intermediates early; outputs, gradients, BatchNorm statistics and FLOPs must not change.
 """
+import collections
 import contextlib
 import copy
 
@@ -13,10 +14,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 from torch.nn.modules.module import register_module_forward_hook
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 import dsmnet_arch  # noqa: F401
+from dsmnet_arch.archs import dsmnet_arch as arch
 from dsmnet_arch.archs.dsmnet_arch import DSMNet, _max_pool3x3
 
 from conftest import channels_last_by_block, randomised
@@ -220,25 +222,18 @@ def test_subspace_softmax_of_large_and_unequal_maps():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
-class FusedConvolutions(TorchDispatchMode):
-    """Counts oneDNN's fused convolutions and plain ones among the operators PyTorch runs."""
-
-    def __init__(self):
-        super().__init__()
-        self.fused = self.plain = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.mkldnn._convolution_pointwise, torch.ops.mkldnn._convolution_pointwise_):
-            self.fused += 1
-        elif func.overloadpacket is torch.ops.aten.convolution:
-            self.plain += 1
-        return func(*args, **(kwargs or {}))
+Counted = collections.namedtuple('Counted', 'fused plain')
 
 
 def count_convolutions(net, x):
-    with FusedConvolutions() as counted:
+    """oneDNN's fused convolutions and plain ones in one call of ``net`` (PyTorch's profiler, which unlike a
+    dispatch mode leaves the network's choice alone), after a first call outside it."""
+    net(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         net(x)
-    return counted
+    calls = collections.Counter({event.key: event.count for event in prof.key_averages()})
+    return Counted(calls['mkldnn::_convolution_pointwise'] + calls['mkldnn::_convolution_pointwise_'],
+                   calls['aten::convolution'])
 
 
 def test_cpu_inference_fuses_convolutions_only_where_it_may():
@@ -270,14 +265,15 @@ def test_cpu_inference_fuses_convolutions_only_where_it_may():
     with torch.no_grad():
         hooked = count_convolutions(net, x)
     handle.remove()
-    assert calls == [(1, 16, 20, 20)] and hooked.fused == fused.fused - 1 and hooked.plain == fused.plain + 1
+    assert calls == [(1, 16, 20, 20)] * 2 and hooked.fused == fused.fused - 1 and hooked.plain == fused.plain + 1
 
 
-@pytest.mark.parametrize('setting', ['oneDNN off', 'global hook', 'tracing', 'compiling', 'float64', 'fp16 autocast'])
+@pytest.mark.parametrize('setting', ['oneDNN off', 'global hook', 'tracing', 'compiling', 'dispatch mode', 'float64',
+                                     'fp16 autocast', 'trial failed'])
 def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
     """oneDNN disabled by the user, a global forward hook (convolutions must run as modules to call it), tracing
-    (ONNX export) and compiling (both record the operators) get plain convolutions; so do float64 tensors and an
-    autocast to float16."""
+    (ONNX export), compiling and a dispatch mode (FlopCounterMode, which counts aten's convolutions) get plain
+    convolutions; so do float64 tensors, an autocast to float16 and a build whose oneDNN fails the one-time trial."""
     torch.manual_seed(0)
     net = randomised(DSMNet(**SMALL)).eval()
     x = torch.rand(1, 3, 12, 12)
@@ -292,6 +288,10 @@ def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
         monkeypatch.setattr(torch.jit, 'is_tracing', lambda: True)
     elif setting == 'compiling':
         monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    elif setting == 'dispatch mode':
+        context = FlopCounterMode(display=False)
+    elif setting == 'trial failed':
+        monkeypatch.setattr(arch, '_fused_ops_run', lambda dtype: False)
     elif setting == 'float64':
         net, x, expected = net.double(), x.double(), expected.double()
     else:
@@ -302,6 +302,11 @@ def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
     if setting == 'global hook':
         context.remove()
         assert calls.count('Conv2d') >= 9 * len(net.mab)  # each MAB's k x k convolutions at least, twice
+    if setting == 'dispatch mode':  # every convolution counted: as many FLOPs as on the meta device
+        with torch.device('meta'):
+            meta = DSMNet(**SMALL).eval()
+        with torch.no_grad():
+            assert flops(net, x) == flops(meta, torch.empty(x.shape, device='meta')) > 0
     assert counted.fused == 0 and counted.plain > 50
     assert (out - expected).abs().max() < (0.05 if setting == 'fp16 autocast' else 1e-5)
 
@@ -323,3 +328,14 @@ def test_max_pool3x3_without_indices_equals_max_pool2d(shape):
     a = torch.randn(shape)
     for x in (a, a.contiguous(memory_format=torch.channels_last)):
         assert torch.equal(_max_pool3x3(x), F.max_pool2d(x, 3, stride=1, padding=1))
+
+
+def test_the_one_time_trial_of_the_fused_operators():
+    trial = arch._fused_ops_run.__wrapped__  # uncached
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert trial(torch.float32) and trial(torch.bfloat16)  # this build of PyTorch has them
+    assert torch.equal(torch.get_rng_state(), state)  # the trial draws no random numbers
+    with pytest.MonkeyPatch.context() as mp:  # a build without oneDNN's fused operators
+        mp.setattr(torch.ops.mkldnn, '_convolution_pointwise', None)
+        assert not trial(torch.float32)
