@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 from torch.nn import functional as F
-from torch.nn.modules.module import register_module_forward_hook
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -236,6 +236,21 @@ def count_convolutions(net, x):
                    calls['aten::convolution'])
 
 
+def dtypes_by_block(net, x, grad_mode):
+    """The output dtype of every MAB, CADB, fusion block and subspace attention of ``net`` under a bfloat16
+    autocast (hooks on these blocks leave the convolutions inside them fused)."""
+    dtypes, handles = {}, []
+    for name, module in net.named_modules():
+        if isinstance(module, (arch.MAB, arch.CADB, arch.FusionBlock, arch.SubspaceAttention)):
+            handles.append(module.register_forward_hook(
+                lambda m, args, out, name=name: dtypes.__setitem__(name, out.dtype)))
+    with grad_mode, torch.autocast('cpu', dtype=torch.bfloat16):
+        net(x)
+    for handle in handles:
+        handle.remove()
+    return dtypes
+
+
 def test_cpu_inference_fuses_convolutions_only_where_it_may():
     """CPU inference runs oneDNN's fused convolutions (most of them), in float32 and under a bfloat16 autocast;
     autograd and a forward hook on a convolution get the plain ones, with the same outputs."""
@@ -255,6 +270,9 @@ def test_cpu_inference_fuses_convolutions_only_where_it_may():
             counted = count_convolutions(net, x)
             out_bf16 = net(x)
     assert (counted.fused, counted.plain) == (fused.fused, fused.plain)
+    # and in the dtypes autocast gives the plain path: every block's output in bfloat16
+    assert dtypes_by_block(net, x, torch.no_grad()) == dtypes_by_block(net, x, torch.enable_grad())
+    assert set(dtypes_by_block(net, x, torch.no_grad()).values()) == {torch.bfloat16}
     # bfloat16 keeps 8 bits: both bf16 outputs near float32's, and near each other (the fused one rounds less)
     assert out_bf16.dtype == plain_bf16.dtype == torch.float32  # B = I - R: the float32 input minus R
     error, plain_error = (out_bf16 - out).abs().max(), (plain_bf16 - out).abs().max()
@@ -268,8 +286,8 @@ def test_cpu_inference_fuses_convolutions_only_where_it_may():
     assert calls == [(1, 16, 20, 20)] * 2 and hooked.fused == fused.fused - 1 and hooked.plain == fused.plain + 1
 
 
-@pytest.mark.parametrize('setting', ['oneDNN off', 'global hook', 'tracing', 'compiling', 'dispatch mode', 'float64',
-                                     'fp16 autocast', 'trial failed'])
+@pytest.mark.parametrize('setting', ['oneDNN off', 'global hook', 'global pre-hook', 'tracing', 'compiling',
+                                     'dispatch mode', 'float64', 'fp16 autocast', 'trial failed'])
 def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
     """oneDNN disabled by the user, a global forward hook (convolutions must run as modules to call it), tracing
     (ONNX export), compiling and a dispatch mode (FlopCounterMode, which counts aten's convolutions) get plain
@@ -284,6 +302,8 @@ def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
         context = torch.backends.mkldnn.flags(enabled=False)
     elif setting == 'global hook':
         context = register_module_forward_hook(lambda module, args, output: calls.append(type(module).__name__))
+    elif setting == 'global pre-hook':
+        context = register_module_forward_pre_hook(lambda module, args: calls.append(type(module).__name__))
     elif setting == 'tracing':
         monkeypatch.setattr(torch.jit, 'is_tracing', lambda: True)
     elif setting == 'compiling':
@@ -299,7 +319,7 @@ def test_no_fused_convolutions_where_they_would_be_wrong(setting, monkeypatch):
     with torch.no_grad(), context:
         counted = count_convolutions(net, x)
         out = net(x)
-    if setting == 'global hook':
+    if setting.startswith('global'):
         context.remove()
         assert calls.count('Conv2d') >= 9 * len(net.mab)  # each MAB's k x k convolutions at least, twice
     if setting == 'dispatch mode':  # every convolution counted: as many FLOPs as on the meta device
@@ -339,3 +359,20 @@ def test_the_one_time_trial_of_the_fused_operators():
     with pytest.MonkeyPatch.context() as mp:  # a build without oneDNN's fused operators
         mp.setattr(torch.ops.mkldnn, '_convolution_pointwise', None)
         assert not trial(torch.float32)
+
+
+@pytest.mark.parametrize('part', ['dw', 'bn_dw', 'pw', 'bn_pw'])
+def test_a_hook_on_a_part_of_the_subspace_attention_is_called(part):
+    """The fused path of the subspace attention skips its convolutions' and BatchNorms' modules: a forward hook
+    on any of them sends it down the plain path, where the hook is called and sees the module's output."""
+    torch.manual_seed(0)
+    sa = randomised(DSMNet(**SMALL)).eval().mab['0_0'].cadb.sa
+    x = torch.rand(1, 16, 10, 10).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = sa(x)
+        seen = []
+        handle = getattr(sa, part).register_forward_hook(lambda m, args, out: seen.append(out.shape))
+        out = sa(x)
+    handle.remove()
+    channels = 4 if part.endswith('pw') else 16  # num_subspaces maps after the pointwise convolution
+    assert seen == [(1, channels, 10, 10)] and (out - expected).abs().max() < 1e-5
