@@ -166,8 +166,12 @@ class Measurements:
             with torch.no_grad(), self.autocast:
                 net(x)
 
-        self.results['profile'] = dict(train_step=summary(operator_times(step, self.device)),
-                                       inference=dict(summary(operator_times(infer, self.device)), shape=list(x.shape)))
+        try:
+            self.results['profile'] = dict(
+                train_step=summary(operator_times(step, self.device)),
+                inference=dict(summary(operator_times(infer, self.device)), shape=list(x.shape)))
+        except RuntimeError as e:  # a profiler that cannot start (e.g. no CUPTI for a GPU): the timings stand
+            self.results['profile'] = dict(error=f'{type(e).__name__}: {e}'.splitlines()[0])
         self.save(self.results)
 
     def data(self):
@@ -203,12 +207,12 @@ def run(args, save=lambda results: None):
     torch.manual_seed(0)
     net = benchmark_network(m.cfg).to(device).eval()
     m.inference(net)
-    m.profiles(net)
     if not args.no_data:
         m.data()
     if args.compile:
         m.training(compile=True)
         m.compiled_inference(net)
+    m.profiles(net)  # last: the profiler's failure, if any, costs no other measurement
     m.results['header']['complete'] = True
     m.results['header']['load_average_end'] = list(os.getloadavg()) if hasattr(os, 'getloadavg') else None
     return m.results

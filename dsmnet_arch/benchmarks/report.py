@@ -101,6 +101,8 @@ def table(results):
 
 def profile_rows(profile, train_shape, top=4):
     """A second table: the share of the operator time outside convolutions and the top operators."""
+    if 'error' in profile:
+        return ['', f'Profile: the profiler failed ({profile["error"]})']
     lines = ['', '| profile (one call, profiler) | shape | operator time | outside convolutions | top operators |',
              '|---|---|---:|---:|---|']
     for name, row, shape in (('training step', profile['train_step'], train_shape),

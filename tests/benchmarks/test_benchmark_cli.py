@@ -96,3 +96,17 @@ def test_fp16_and_cuda_need_a_gpu(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match='--device cuda, but PyTorch sees no CUDA device'):
             run(parse_args(['--device', 'cuda', '--quick']))
+
+
+@pytest.mark.slow  # a whole quick run: 6 s
+def test_a_profiler_that_fails_costs_no_measurement(tmp_path, capsys, monkeypatch):
+    def no_profiler(fn, device):
+        raise RuntimeError('CUPTI could not be loaded\nsecond line')
+
+    monkeypatch.setattr('dsmnet_arch.benchmarks.cli.operator_times', no_profiler)
+    path = tmp_path / 'bench.json'
+    main(['--quick', '--no-data', '--repeats', '1', '--json', str(path)])
+    r = json.loads(path.read_text())
+    assert r['profile'] == {'error': 'RuntimeError: CUPTI could not be loaded'}
+    assert r['header']['complete'] and r['train_step']['seconds'] > 0 and r['tiled']['seconds'] > 0
+    assert 'Profile: the profiler failed (RuntimeError: CUPTI could not be loaded)' in capsys.readouterr().out
