@@ -19,8 +19,7 @@ import time
 
 import torch
 
-from dsmnet_arch.benchmarks.training import benchmark_network, make_training_step, training_options
-from dsmnet_arch.losses.mse_ssim_loss import MSESSIMLoss
+from dsmnet_arch.benchmarks.training import benchmark_network, training_step
 from dsmnet_arch.precision import autocast
 
 
@@ -42,25 +41,22 @@ def load_arch(path):
 
 
 def calls(nets, train, side, batch, precision='fp32'):
-    """One timed function per network: an inference pass under the autocast of ``precision``, or a training step
-    (the benchmark's) in ``precision``."""
+    """One timed function per network: an inference pass under the autocast of ``precision``, or the benchmark's
+    training step (:func:`~dsmnet_arch.benchmarks.training.training_step`) in ``precision``."""
+    if train:
+        cfg = dict(batch=batch, patch=64)
+        return {name: training_step(cfg, torch.device('cpu'), precision, net=net)[0] for name, net in nets.items()}
     torch.manual_seed(0)
-    if not train:
-        x = torch.rand(1, 3, side, side)
-        context = autocast(torch.device('cpu'), precision)
+    x = torch.rand(1, 3, side, side)
+    context = autocast(torch.device('cpu'), precision)
 
-        def inference(net):
-            def run():
-                with context:
-                    net.eval()(x)
-            return run
+    def inference(net):
+        def run():
+            with context:
+                net(x)
+        return run
 
-        return {name: inference(net) for name, net in nets.items()}
-    lq = torch.rand(batch, 3, 64, 64)
-    gt = lq * 0.8 + 0.1
-    clip = training_options('Rain100H')['train'].get('grad_clip_norm')
-    return {name: make_training_step(net.train(), MSESSIMLoss(), torch.optim.Adam(net.parameters(), lr=1e-3), lq, gt,
-                                     precision, grad_clip_norm=clip) for name, net in nets.items()}
+    return {name: inference(net.eval()) for name, net in nets.items()}
 
 
 def compare(other_file, rounds, train=False, side=512, batch=32, num_feat=32, precision='fp32'):

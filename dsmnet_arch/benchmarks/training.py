@@ -37,13 +37,14 @@ def benchmark_network(cfg, network_class=DSMNet):
     return network_class(**dict(args, num_feat=cfg['num_feat']))
 
 
-def training_step(cfg, device, precision, compile=False):
+def training_step(cfg, device, precision, compile=False, net=None):
     """One DSM-Net training step (:func:`make_training_step`) on random [0, 1] patches of the preset's shape, ready
     to call: autocast in ``precision``, fp16 with a gradient scaler, the gradient norm clipped as the Rain100H
-    training options clip it; ``compile``: the network ``torch.compile``'d. Returns ``(step, shape)``."""
+    training options clip it; ``compile``: the network ``torch.compile``'d. ``net``: the network to train
+    (default: :func:`benchmark_network`); the patches are the same for every network. Returns ``(step, shape)``."""
     torch.manual_seed(0)
     shape = (cfg['batch'], 3, cfg['patch'], cfg['patch'])
-    net = benchmark_network(cfg).to(device).train()
+    net = (benchmark_network(cfg) if net is None else net).to(device).train()
     model = torch.compile(net, **COMPILE_DEFAULTS) if compile else net
     criterion = MSESSIMLoss().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
